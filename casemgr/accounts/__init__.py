@@ -1,0 +1,1 @@
+"""Staff accounts: passwords, second factors, role grants, tokens and login throttling."""

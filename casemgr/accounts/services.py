@@ -1,0 +1,316 @@
+"""Accounts: creating staff users, logging in and out, resolving bearer tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pyotp
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from casemgr import audit
+from casemgr.accounts import passwords
+from casemgr.accounts.models import AuthToken, ClassAssignment, LoginFailure, RoleGrant, User
+from casemgr.authz import BUREAU_ROLES, SECOND_FACTOR_ROLES, Grant, Principal, Role
+from casemgr.authz.core import CONTENT_ROLES
+from casemgr.crypto import Crypto
+from casemgr.db import new_id, utcnow
+from casemgr.errors import Conflict, InvalidInput, LoginFailed, TooManyAttempts
+from casemgr.schools.models import School, SchoolClass
+from casemgr.settings import Settings
+
+ACCOUNTS_KEY_LABEL = "system:accounts"
+MIN_PASSWORD_LENGTH = 12
+TOTP_STEP_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class NewUser:
+    id: uuid.UUID
+    totp_secret: str | None
+
+
+def _totp_field(user_id: uuid.UUID) -> tuple[str, str, uuid.UUID]:
+    return ("users", "totp_secret", user_id)
+
+
+async def create_user(
+    session: AsyncSession,
+    crypto: Crypto,
+    *,
+    username: str,
+    password: str,
+    role: Role,
+    school_id: uuid.UUID | None = None,
+    class_ids: Sequence[uuid.UUID] = (),
+    actor: audit.Actor | None = None,
+) -> NewUser:
+    """Create a staff account holding one role. Returns the TOTP secret once, if any."""
+    errors = []
+    username = username.strip()
+    if not username or len(username) > 64 or not username.isprintable() or " " in username:
+        errors.append({"field": "username", "message": "1-64 characters, no spaces"})
+    if len(password) < MIN_PASSWORD_LENGTH:
+        errors.append(
+            {"field": "password", "message": f"at least {MIN_PASSWORD_LENGTH} characters"}
+        )
+    if role in BUREAU_ROLES and school_id is not None:
+        errors.append(
+            {
+                "field": "school_id",
+                "message": f"{role.value} holds for every school; give no school",
+            }
+        )
+    if role not in BUREAU_ROLES and school_id is None:
+        errors.append({"field": "school_id", "message": f"{role.value} needs a school"})
+    if class_ids and role is not Role.CLASS_TEACHER:
+        errors.append({"field": "class_id", "message": "only class teachers are given classes"})
+    if errors:
+        raise InvalidInput(errors)
+    if school_id is not None and await session.get(School, school_id) is None:
+        raise InvalidInput.field("school_id", "no such school")
+    for class_id in class_ids:
+        school_class = await session.get(SchoolClass, class_id)
+        if school_class is None or school_class.school_id != school_id:
+            raise InvalidInput.field("class_id", "no such class in this school")
+    if await session.scalar(select(User.id).where(User.username == username)) is not None:
+        raise Conflict("That username is taken.")
+
+    user_id = new_id()
+    totp_secret = pyotp.random_base32() if role in SECOND_FACTOR_ROLES else None
+    sealed_secret = None
+    if totp_secret is not None:
+        cipher = await crypto.system_cipher(session, ACCOUNTS_KEY_LABEL)
+        sealed_secret = cipher.seal(*_totp_field(user_id), totp_secret)
+    session.add(
+        User(
+            id=user_id,
+            username=username,
+            password_hash=await passwords.hash_password(password),
+            totp_secret=sealed_secret,
+        )
+    )
+    await session.flush()
+    session.add(RoleGrant(user_id=user_id, role=role.value, school_id=school_id))
+    for class_id in class_ids:
+        session.add(ClassAssignment(user_id=user_id, class_id=class_id))
+    await audit.record(
+        session,
+        audit.Action.USER_CREATE,
+        actor=actor,
+        resource_type="user",
+        resource_id=user_id,
+        school_id=school_id,
+        detail={"role": role.value},
+    )
+    return NewUser(id=user_id, totp_secret=totp_secret)
+
+
+async def grant_role(
+    session: AsyncSession, user_id: uuid.UUID, role: Role, school_id: uuid.UUID | None
+) -> None:
+    """Add a role to an existing account, keeping auditors apart from content roles."""
+    held = {
+        Role(r)
+        for r in await session.scalars(select(RoleGrant.role).where(RoleGrant.user_id == user_id))
+    }
+    if (role is Role.AUDITOR and held & CONTENT_ROLES) or (
+        role in CONTENT_ROLES and Role.AUDITOR in held
+    ):
+        raise InvalidInput.field(
+            "role", "an auditor cannot also hold a role that reads case content"
+        )
+    session.add(RoleGrant(user_id=user_id, role=role.value, school_id=school_id))
+
+
+def _token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _throttle_key(crypto: Crypto, kind: str, value: str) -> bytes:
+    return crypto.blind_index("login-throttle", value.casefold(), kind)[:16]
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    token: str
+    expires_at: datetime
+    user: dict[str, object]
+
+
+async def _failures_since(session: AsyncSession, key: bytes, since: datetime) -> int:
+    return int(
+        await session.scalar(
+            select(func.count())
+            .select_from(LoginFailure)
+            .where(LoginFailure.key == key, LoginFailure.at >= since)
+        )
+        or 0
+    )
+
+
+def _matching_totp_step(secret: str, code: str, now: float) -> int | None:
+    if not code or not code.isdigit() or len(code) != 6:
+        return None
+    totp = pyotp.TOTP(secret)
+    current = int(now // TOTP_STEP_SECONDS)
+    for step in (current - 1, current, current + 1):
+        if hmac.compare_digest(totp.at(step * TOTP_STEP_SECONDS), code):
+            return step
+    return None
+
+
+async def login(
+    session: AsyncSession,
+    crypto: Crypto,
+    settings: Settings,
+    *,
+    username: str,
+    password: str,
+    totp: str | None,
+    client: str,
+) -> LoginResult:
+    """Check credentials and issue a bearer token; every failure looks the same."""
+    now = utcnow()
+    window_start = now - timedelta(seconds=settings.login_failure_window_seconds)
+    account_key = _throttle_key(crypto, "account", username)
+    client_key = _throttle_key(crypto, "client", client)
+    if (
+        await _failures_since(session, account_key, window_start)
+        >= settings.login_max_failures_per_account
+        or await _failures_since(session, client_key, window_start)
+        >= settings.login_max_failures_per_client
+    ):
+        user_id = await session.scalar(select(User.id).where(User.username == username))
+        await audit.record_denial(
+            session,
+            audit.Action.LOGIN,
+            actor=audit.Actor(user_id=user_id, role=None),
+            resource_type="session",
+            detail={"reason": "throttled"},
+        )
+        raise TooManyAttempts(retry_after=settings.login_failure_window_seconds)
+
+    user = await session.scalar(
+        select(User).where(User.username == username, User.is_active.is_(True))
+    )
+    reason: str | None = None
+    if user is None:
+        await passwords.burn_verification(password)
+        reason = "credentials"
+    else:
+        matches, needs_rehash = await passwords.verify_password(user.password_hash, password)
+        if not matches:
+            reason = "credentials"
+        elif user.totp_secret is not None:
+            cipher = await crypto.system_cipher(session, ACCOUNTS_KEY_LABEL)
+            secret = cipher.open(*_totp_field(user.id), user.totp_secret)
+            step = _matching_totp_step(secret, totp or "", time.time())
+            if step is None or (user.totp_last_step is not None and step <= user.totp_last_step):
+                reason = "second_factor"
+            else:
+                user.totp_last_step = step
+        if reason is None and needs_rehash:
+            user.password_hash = await passwords.hash_password(password)
+
+    if reason is not None:
+        failed_user_id = user.id if user is not None else None
+        await session.rollback()
+        session.add(LoginFailure(key=account_key, at=now))
+        session.add(LoginFailure(key=client_key, at=now))
+        # Forget failures older than any window still being counted.
+        await session.execute(delete(LoginFailure).where(LoginFailure.at < window_start))
+        await audit.record(
+            session,
+            audit.Action.LOGIN,
+            actor=audit.Actor(user_id=failed_user_id, role=None),
+            resource_type="session",
+            outcome=audit.DENY,
+            detail={"reason": reason},
+        )
+        await session.commit()
+        raise LoginFailed()
+
+    assert user is not None
+    token = secrets.token_urlsafe(32)
+    expires_at = now + timedelta(seconds=settings.token_ttl_seconds)
+    token_id = new_id()
+    session.add(
+        AuthToken(
+            id=token_id, user_id=user.id, token_hash=_token_digest(token), expires_at=expires_at
+        )
+    )
+    grants = await _grants(session, user.id)
+    await audit.record(
+        session,
+        audit.Action.LOGIN,
+        actor=audit.Actor(user_id=user.id, role=grants[0].role.value if grants else None),
+        resource_type="session",
+        resource_id=token_id,
+    )
+    return LoginResult(token=token, expires_at=expires_at, user=user_summary(user, grants))
+
+
+def user_summary(user: User, grants: Sequence[Grant]) -> dict[str, object]:
+    return {
+        "id": user.id,
+        "username": user.username,
+        "roles": [{"role": g.role.value, "school_id": g.school_id} for g in grants],
+    }
+
+
+async def _grants(session: AsyncSession, user_id: uuid.UUID) -> tuple[Grant, ...]:
+    rows = await session.execute(
+        select(RoleGrant.role, RoleGrant.school_id)
+        .where(RoleGrant.user_id == user_id)
+        .order_by(RoleGrant.role)
+    )
+    return tuple(Grant(Role(role), school_id) for role, school_id in rows)
+
+
+async def resolve_token(session: AsyncSession, token: str) -> Principal | None:
+    """The principal behind a live token, or None (expired, revoked, unknown, inactive)."""
+    row = (
+        await session.execute(
+            select(AuthToken.id, User.id, User.username)
+            .join(User, User.id == AuthToken.user_id)
+            .where(
+                AuthToken.token_hash == _token_digest(token),
+                AuthToken.revoked_at.is_(None),
+                AuthToken.expires_at > utcnow(),
+                User.is_active.is_(True),
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    token_id, user_id, username = row
+    grants = await _grants(session, user_id)
+    class_ids = frozenset(
+        await session.scalars(
+            select(ClassAssignment.class_id).where(ClassAssignment.user_id == user_id)
+        )
+    )
+    return Principal(
+        user_id=user_id, username=username, grants=grants, class_ids=class_ids, token_id=token_id
+    )
+
+
+async def logout(session: AsyncSession, principal: Principal) -> None:
+    await session.execute(
+        update(AuthToken).where(AuthToken.id == principal.token_id).values(revoked_at=utcnow())
+    )
+    await audit.record(
+        session,
+        audit.Action.LOGOUT,
+        actor=audit.Actor(user_id=principal.user_id, role=principal.primary_role),
+        resource_type="session",
+        resource_id=principal.token_id,
+    )

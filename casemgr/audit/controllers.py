@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from litestar import Controller, get
+from litestar.params import FromQuery, QueryParameter
+
+from casemgr import audit
+from casemgr.audit.services import EventFilter
+from casemgr.authz import Permission, actor_of, require
+from casemgr.dependencies import AuthorizerDep, CryptoDep, CurrentPrincipal, DbSession, SettingsDep
+from casemgr.errors import InvalidInput
+
+
+class AuditController(Controller):
+    path = "/api/v1/audit"
+    tags = ["audit"]
+
+    @get("/events")
+    async def events(
+        self,
+        db_session: DbSession,
+        authorizer: AuthorizerDep,
+        principal: CurrentPrincipal,
+        actor_id: FromQuery[uuid.UUID | None] = None,
+        student_id: FromQuery[uuid.UUID | None] = None,
+        action: FromQuery[str | None] = None,
+        outcome: FromQuery[Literal["allow", "deny"] | None] = None,
+        since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        cursor: FromQuery[int | None] = None,
+    ) -> dict[str, Any]:
+        decision = await require(
+            db_session, authorizer, principal, Permission.AUDIT_READ, resource_type="audit"
+        )
+        for name, value in (("since", since), ("until", until)):
+            if value is not None and value.tzinfo is None:
+                raise InvalidInput.field(name, "give a time zone, e.g. 2026-09-01T00:00:00Z")
+        filters = EventFilter(actor_id, student_id, action, outcome, since, until)
+        items, next_cursor = await audit.list_events(
+            db_session, filters, limit=limit, before_seq=cursor
+        )
+        await audit.record(
+            db_session,
+            audit.Action.AUDIT_READ,
+            actor=actor_of(principal, decision),
+            resource_type="audit",
+            detail={"count": len(items)},
+        )
+        for item in items:
+            item.pop("student_id", None)
+        return {"items": items, "next_cursor": next_cursor}
+
+    @get("/verify")
+    async def verify(
+        self,
+        db_session: DbSession,
+        authorizer: AuthorizerDep,
+        principal: CurrentPrincipal,
+        crypto: CryptoDep,
+        settings: SettingsDep,
+    ) -> dict[str, Any]:
+        decision = await require(
+            db_session, authorizer, principal, Permission.AUDIT_VERIFY, resource_type="audit"
+        )
+        result = await audit.verify_chain(
+            db_session, crypto.keyring.audit_public_key, settings.checkpoint_file
+        )
+        await audit.record(
+            db_session,
+            audit.Action.AUDIT_VERIFY,
+            actor=actor_of(principal, decision),
+            resource_type="audit",
+            detail={"ok": result.ok, "checked": result.checked},
+        )
+        return result.as_dict()

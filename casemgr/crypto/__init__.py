@@ -1,0 +1,121 @@
+"""Encryption in one place: the key ring, data keys, field sealing and blind indexes.
+
+Features never touch key bytes: they ask ``Crypto`` for the ``FieldCipher`` of a record's
+data key, after authorization has allowed the access.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from casemgr.crypto.envelope import (
+    DecryptionError,
+    FieldCipher,
+    blind_index,
+    new_data_key,
+    unwrap_data_key,
+    wrap_data_key,
+)
+from casemgr.crypto.keyring import KeyRing, KeyRingError, create_key_ring
+from casemgr.crypto.models import DataKey
+from casemgr.db import new_id, utcnow
+
+__all__ = [
+    "Crypto",
+    "DataKeyDestroyed",
+    "DecryptionError",
+    "FieldCipher",
+    "KeyRing",
+    "KeyRingError",
+    "create_key_ring",
+]
+
+
+class DataKeyDestroyed(DecryptionError):
+    """The data key was crypto-shredded: what it sealed is gone for good."""
+
+
+class Crypto:
+    def __init__(self, keyring: KeyRing) -> None:
+        self.keyring = keyring
+
+    def new_data_key(
+        self, session: AsyncSession, purpose: str, label: str | None = None
+    ) -> FieldCipher:
+        """Create a data key (added to ``session``) and return its cipher."""
+        key_id = new_id()
+        raw = new_data_key()
+        version = self.keyring.current_kek_version
+        session.add(
+            DataKey(
+                id=key_id,
+                purpose=purpose,
+                label=label,
+                kek_version=version,
+                wrapped=wrap_data_key(self.keyring.kek(version), version, key_id, raw),
+            )
+        )
+        return FieldCipher(key_id, raw)
+
+    def open_data_key(
+        self, key_id: uuid.UUID, kek_version: int | None, wrapped: bytes | None
+    ) -> FieldCipher:
+        if wrapped is None or kek_version is None:
+            raise DataKeyDestroyed("the data key was destroyed")
+        return FieldCipher(key_id, unwrap_data_key(self.keyring.kek(kek_version), key_id, wrapped))
+
+    async def cipher(self, session: AsyncSession, key_id: uuid.UUID) -> FieldCipher:
+        row = (
+            await session.execute(
+                select(DataKey.kek_version, DataKey.wrapped).where(DataKey.id == key_id)
+            )
+        ).one_or_none()
+        if row is None:
+            raise DataKeyDestroyed("no such data key")
+        return self.open_data_key(key_id, row.kek_version, row.wrapped)
+
+    async def ciphers(
+        self, session: AsyncSession, key_ids: list[uuid.UUID]
+    ) -> dict[uuid.UUID, FieldCipher]:
+        """Unwrap several data keys in one query (rosters, exports)."""
+        if not key_ids:
+            return {}
+        rows = await session.execute(
+            select(DataKey.id, DataKey.kek_version, DataKey.wrapped).where(DataKey.id.in_(key_ids))
+        )
+        return {r.id: self.open_data_key(r.id, r.kek_version, r.wrapped) for r in rows}
+
+    async def system_cipher(self, session: AsyncSession, label: str) -> FieldCipher:
+        """The cipher of a named system key (created on first use)."""
+        row = (
+            await session.execute(
+                select(DataKey.id, DataKey.kek_version, DataKey.wrapped).where(
+                    DataKey.label == label
+                )
+            )
+        ).one_or_none()
+        if row is not None:
+            return self.open_data_key(row.id, row.kek_version, row.wrapped)
+        try:
+            async with session.begin_nested():
+                cipher = self.new_data_key(session, "system", label)
+                await session.flush()
+        except IntegrityError:
+            # Another process created it first.
+            return await self.system_cipher(session, label)
+        return cipher
+
+    async def shred(self, session: AsyncSession, key_id: uuid.UUID) -> None:
+        """Destroy a data key: every ciphertext sealed under it becomes unrecoverable."""
+        await session.execute(
+            update(DataKey)
+            .where(DataKey.id == key_id)
+            .values(wrapped=None, kek_version=None, destroyed_at=utcnow())
+        )
+
+    def blind_index(self, kind: str, value: str, scope: str = "") -> bytes:
+        return blind_index(self.keyring.blind_index_key, kind, value, scope)

@@ -1,0 +1,70 @@
+"""Request-scoped dependencies shared by every controller."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from litestar import Request
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from casemgr.accounts.services import resolve_token
+from casemgr.authz import Authorizer, Principal
+from casemgr.crypto import Crypto
+from casemgr.errors import Unauthenticated
+from casemgr.settings import Settings
+
+
+async def provide_db_session(state: State) -> AsyncGenerator[AsyncSession, None]:
+    """One transaction per request: committed when the handler succeeds, else rolled back.
+
+    Audit events are written in this same transaction, so an access whose trace cannot be
+    committed fails as a whole.
+    """
+    session: AsyncSession = state.sessions()
+    try:
+        yield session
+        await session.commit()
+    except BaseException:
+        await session.rollback()
+        raise
+    finally:
+        await session.close()
+
+
+async def provide_principal(
+    request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]
+) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("A bearer token is required.")
+    principal = await resolve_token(db_session, token.strip())
+    if principal is None:
+        raise Unauthenticated("The token is not valid or has expired.")
+    return principal
+
+
+def provide_crypto(state: State) -> Crypto:
+    crypto: Crypto = state.crypto
+    return crypto
+
+
+def provide_authorizer(state: State) -> Authorizer:
+    authorizer: Authorizer = state.authorizer
+    return authorizer
+
+
+def provide_settings(state: State) -> Settings:
+    settings: Settings = state.settings
+    return settings
+
+
+# Handlers name their dependencies with these aliases (Litestar's explicit named DI).
+DbSession = NamedDependency[AsyncSession]
+CurrentPrincipal = NamedDependency[Principal]
+CryptoDep = NamedDependency[Crypto]
+AuthorizerDep = NamedDependency[Authorizer]
+SettingsDep = NamedDependency[Settings]

@@ -1,0 +1,25 @@
+"""Imports every model so that ``Base.metadata`` is complete (Alembic, drift checks)."""
+
+from casemgr.accounts.models import AuthToken, ClassAssignment, LoginFailure, RoleGrant, User
+from casemgr.audit.models import AuditCheckpoint, AuditEvent, AuditHead
+from casemgr.crypto.models import DataKey, KeyRotation
+from casemgr.db import Base
+from casemgr.schools.models import School, SchoolClass
+from casemgr.students.models import Student
+
+__all__ = [
+    "AuditCheckpoint",
+    "AuditEvent",
+    "AuditHead",
+    "AuthToken",
+    "Base",
+    "ClassAssignment",
+    "DataKey",
+    "KeyRotation",
+    "LoginFailure",
+    "RoleGrant",
+    "School",
+    "SchoolClass",
+    "Student",
+    "User",
+]

@@ -1,0 +1,1 @@
+"""Schools and classes: the organisational frame every record hangs on."""

@@ -1,0 +1,1 @@
+"""Students: personal details sealed field by field under each student's own data key."""

@@ -1,0 +1,378 @@
+"""Students: create, read, roster and exact lookup, each authorized, sealed and audited."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import date
+
+import msgspec
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from casemgr import audit
+from casemgr.authz import Authorizer, Permission, Principal, actor_of, require
+from casemgr.crypto import Crypto, FieldCipher
+from casemgr.db import new_id
+from casemgr.errors import Conflict, InvalidInput
+from casemgr.schools.models import SchoolClass
+from casemgr.students.identity import national_id_problem, normalise_national_id
+from casemgr.students.models import Student
+from casemgr.students.schemas import Guardian, RosterEntry, StudentIn, StudentOut
+
+TABLE = "students"
+# Unambiguous characters only (no 0/O, 1/I/L, U): codes are read aloud and typed on phones.
+CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
+_guardians_encoder = msgspec.json.Encoder()
+_guardians_decoder = msgspec.json.Decoder(list[Guardian])
+
+
+def new_student_code() -> str:
+    """A random neutral code: nothing in it depends on class, category or date."""
+    raw = "".join(secrets.choice(CODE_ALPHABET) for _ in range(8))
+    return f"{raw[:4]}-{raw[4:]}"
+
+
+def _student_no_index(crypto: Crypto, school_id: uuid.UUID, student_no: str) -> bytes:
+    return crypto.blind_index("student_no", student_no, str(school_id))
+
+
+def _national_id_index(crypto: Crypto, national_id: str) -> bytes:
+    return crypto.blind_index("national_id", national_id)
+
+
+def _seal(cipher: FieldCipher, student_id: uuid.UUID, column: str, value: str) -> bytes:
+    return cipher.seal(TABLE, column, student_id, value)
+
+
+def _open(cipher: FieldCipher, student: Student, column: str) -> str:
+    return cipher.open(TABLE, column, student.id, getattr(student, column))
+
+
+def _open_optional(cipher: FieldCipher, student: Student, column: str) -> str | None:
+    return cipher.open_optional(TABLE, column, student.id, getattr(student, column))
+
+
+def _validate(data: StudentIn) -> tuple[str, str | None]:
+    errors = []
+    student_no = data.student_no.strip()
+    if not student_no:
+        errors.append({"field": "student_no", "message": "must not be blank"})
+    if not data.full_name.strip():
+        errors.append({"field": "full_name", "message": "must not be blank"})
+    if data.birth_date > date.today():
+        errors.append({"field": "birth_date", "message": "must not be in the future"})
+    national_id = None
+    if data.national_id is not None:
+        national_id = normalise_national_id(data.national_id)
+        problem = national_id_problem(national_id)
+        if problem:
+            errors.append({"field": "national_id", "message": problem})
+    if errors:
+        raise InvalidInput(errors)
+    return student_no, national_id
+
+
+async def _confirm_unique(
+    session: AsyncSession,
+    crypto: Crypto,
+    school_id: uuid.UUID,
+    student_no: str,
+    national_id: str | None,
+) -> None:
+    # Blind indexes are truncated, so a hit is confirmed by decrypting before refusing.
+    candidates = await session.scalars(
+        select(Student).where(
+            Student.school_id == school_id,
+            Student.student_no_bidx == _student_no_index(crypto, school_id, student_no),
+        )
+    )
+    for other in candidates:
+        cipher = await crypto.cipher(session, other.data_key_id)
+        if _open(cipher, other, "student_no") == student_no:
+            raise Conflict("A student with that student number exists in this school.")
+    if national_id is None:
+        return
+    candidates = await session.scalars(
+        select(Student).where(Student.national_id_bidx == _national_id_index(crypto, national_id))
+    )
+    for other in candidates:
+        cipher = await crypto.cipher(session, other.data_key_id)
+        if _open_optional(cipher, other, "national_id") == national_id:
+            raise Conflict("A student with that national ID exists.")
+
+
+async def create_student(
+    session: AsyncSession,
+    crypto: Crypto,
+    authorizer: Authorizer,
+    principal: Principal,
+    data: StudentIn,
+) -> Student:
+    school_class = await session.get(SchoolClass, data.class_id)
+    decision = await require(
+        session,
+        authorizer,
+        principal,
+        Permission.STUDENT_CREATE,
+        resource_type="class",
+        resource_id=data.class_id,
+        school_id=school_class.school_id if school_class else None,
+        class_id=data.class_id,
+        exists=school_class is not None,
+    )
+    assert school_class is not None
+    return await insert_student(
+        session,
+        crypto,
+        school_class,
+        data,
+        actor=actor_of(principal, decision, school_class.school_id),
+    )
+
+
+async def insert_student(
+    session: AsyncSession,
+    crypto: Crypto,
+    school_class: SchoolClass,
+    data: StudentIn,
+    *,
+    actor: audit.Actor | None,
+) -> Student:
+    """Validate, seal and store a student (the caller has authorized the write)."""
+    student_no, national_id = _validate(data)
+    await _confirm_unique(session, crypto, school_class.school_id, student_no, national_id)
+
+    student_id = new_id()
+    cipher = crypto.new_data_key(session, "student")
+    guardians = [
+        Guardian(g.name.strip(), g.relation.strip(), g.phone.strip()) for g in data.guardians or []
+    ]
+    student = Student(
+        id=student_id,
+        school_id=school_class.school_id,
+        class_id=school_class.id,
+        code=new_student_code(),
+        data_key_id=cipher.key_id,
+        full_name=_seal(cipher, student_id, "full_name", data.full_name.strip()),
+        gender=_seal(cipher, student_id, "gender", data.gender),
+        birth_date=_seal(cipher, student_id, "birth_date", data.birth_date.isoformat()),
+        student_no=_seal(cipher, student_id, "student_no", student_no),
+        student_no_bidx=_student_no_index(crypto, school_class.school_id, student_no),
+        national_id=None
+        if national_id is None
+        else _seal(cipher, student_id, "national_id", national_id),
+        national_id_bidx=None if national_id is None else _national_id_index(crypto, national_id),
+        address=None
+        if not data.address
+        else _seal(cipher, student_id, "address", data.address.strip()),
+        guardians=_seal(
+            cipher, student_id, "guardians", _guardians_encoder.encode(guardians).decode()
+        ),
+    )
+    session.add(student)
+    await session.flush()
+    await audit.record(
+        session,
+        audit.Action.STUDENT_CREATE,
+        actor=actor,
+        resource_type="student",
+        resource_id=student_id,
+        student_id=student_id,
+        school_id=school_class.school_id,
+    )
+    return student
+
+
+def details(cipher: FieldCipher, student: Student) -> StudentOut:
+    guardians_json = _open_optional(cipher, student, "guardians")
+    return StudentOut(
+        id=student.id,
+        code=student.code,
+        school_id=student.school_id,
+        class_id=student.class_id,
+        full_name=_open(cipher, student, "full_name"),
+        gender=_open(cipher, student, "gender"),
+        birth_date=date.fromisoformat(_open(cipher, student, "birth_date")),
+        student_no=_open(cipher, student, "student_no"),
+        national_id=_open_optional(cipher, student, "national_id"),
+        address=_open_optional(cipher, student, "address"),
+        guardians=_guardians_decoder.decode(guardians_json) if guardians_json else [],
+    )
+
+
+async def get_student(
+    session: AsyncSession,
+    crypto: Crypto,
+    authorizer: Authorizer,
+    principal: Principal,
+    student_id: uuid.UUID,
+) -> StudentOut:
+    student = await session.get(Student, student_id)
+    decision = await require(
+        session,
+        authorizer,
+        principal,
+        Permission.STUDENT_READ,
+        resource_type="student",
+        resource_id=student_id,
+        school_id=student.school_id if student else None,
+        class_id=student.class_id if student else None,
+        student_id=student_id,
+        exists=student is not None,
+    )
+    assert student is not None
+    # Decrypt only after the decision, then leave the trace in the same transaction.
+    out = details(await crypto.cipher(session, student.data_key_id), student)
+    await audit.record(
+        session,
+        audit.Action.STUDENT_READ,
+        actor=actor_of(principal, decision, student.school_id),
+        resource_type="student",
+        resource_id=student.id,
+        student_id=student.id,
+        school_id=student.school_id,
+    )
+    return out
+
+
+def _roster_entry(cipher: FieldCipher, student: Student) -> RosterEntry:
+    return RosterEntry(
+        id=student.id,
+        code=student.code,
+        full_name=_open(cipher, student, "full_name"),
+        student_no=_open(cipher, student, "student_no"),
+    )
+
+
+async def roster(
+    session: AsyncSession,
+    crypto: Crypto,
+    authorizer: Authorizer,
+    principal: Principal,
+    class_id: uuid.UUID,
+) -> list[RosterEntry]:
+    """A class list with the same fields for every student (SPEC P3)."""
+    school_class = await session.get(SchoolClass, class_id)
+    students = (
+        list(await session.scalars(select(Student).where(Student.class_id == class_id)))
+        if school_class is not None
+        else []
+    )
+    # Whole-class reach (class teacher, counselor, leader) or, for a mentor, the students
+    # they are paired with; a class with none of them in reach is "not found".
+    visible = [
+        s
+        for s in students
+        if authorizer.decide(
+            principal,
+            Permission.ROSTER_READ,
+            school_id=s.school_id,
+            class_id=s.class_id,
+            student_id=s.id,
+        ).allowed
+    ]
+    class_decision = (
+        authorizer.decide(
+            principal, Permission.ROSTER_READ, school_id=school_class.school_id, class_id=class_id
+        )
+        if school_class is not None
+        else None
+    )
+    if school_class is None or not (visible or (class_decision and class_decision.allowed)):
+        await require(
+            session,
+            authorizer,
+            principal,
+            Permission.ROSTER_READ,
+            resource_type="class",
+            resource_id=class_id,
+            school_id=school_class.school_id if school_class else None,
+            class_id=class_id,
+            exists=school_class is not None,
+        )
+    assert school_class is not None
+    ciphers = await crypto.ciphers(session, [s.data_key_id for s in visible])
+    entries = sorted(
+        (_roster_entry(ciphers[s.data_key_id], s) for s in visible),
+        key=lambda e: (e.student_no, e.code),
+    )
+    decision = class_decision if class_decision and class_decision.allowed else None
+    await audit.record(
+        session,
+        audit.Action.ROSTER_READ,
+        actor=actor_of(principal, decision, school_class.school_id),
+        resource_type="class",
+        resource_id=class_id,
+        school_id=school_class.school_id,
+        detail={"count": len(entries)},
+    )
+    return entries
+
+
+async def lookup(
+    session: AsyncSession,
+    crypto: Crypto,
+    authorizer: Authorizer,
+    principal: Principal,
+    *,
+    student_no: str | None = None,
+    national_id: str | None = None,
+) -> list[RosterEntry]:
+    """Exact lookup through blind indexes, limited to the caller's reach."""
+    if (student_no is None) == (national_id is None):
+        raise InvalidInput.field("student_no", "give exactly one of student_no or national_id")
+    if not authorizer.may_ever(principal, Permission.STUDENT_LOOKUP):
+        await require(
+            session, authorizer, principal, Permission.STUDENT_LOOKUP, resource_type="student"
+        )
+    if student_no is not None:
+        student_no = student_no.strip()
+        indexes = [
+            _student_no_index(crypto, school_id, student_no) for school_id in principal.school_ids
+        ]
+        query = select(Student).where(
+            Student.student_no_bidx.in_(indexes), Student.school_id.in_(principal.school_ids)
+        )
+        column, wanted = "student_no", student_no
+    else:
+        assert national_id is not None
+        wanted = normalise_national_id(national_id)
+        query = select(Student).where(
+            Student.national_id_bidx == _national_id_index(crypto, wanted)
+        )
+        column = "national_id"
+    candidates = [
+        s
+        for s in await session.scalars(query)
+        if authorizer.decide(
+            principal,
+            Permission.STUDENT_LOOKUP,
+            school_id=s.school_id,
+            class_id=s.class_id,
+            student_id=s.id,
+        ).allowed
+    ]
+    ciphers = await crypto.ciphers(session, [s.data_key_id for s in candidates])
+    found = [s for s in candidates if _open_optional(ciphers[s.data_key_id], s, column) == wanted]
+    actor = actor_of(principal)
+    for student in found:
+        await audit.record(
+            session,
+            audit.Action.STUDENT_LOOKUP,
+            actor=actor,
+            resource_type="student",
+            resource_id=student.id,
+            student_id=student.id,
+            school_id=student.school_id,
+            detail={"by": column},
+        )
+    if not found:
+        await audit.record(
+            session,
+            audit.Action.STUDENT_LOOKUP,
+            actor=actor,
+            resource_type="student",
+            detail={"by": column, "count": 0},
+        )
+    return [_roster_entry(ciphers[s.data_key_id], s) for s in found]
