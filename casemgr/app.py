@@ -28,7 +28,7 @@ from casemgr.dependencies import (
     provide_settings,
 )
 from casemgr.problems import EXCEPTION_HANDLERS
-from casemgr.security_headers import security_headers_middleware
+from casemgr.security_headers import add_security_headers
 from casemgr.settings import Settings
 from casemgr.students.controllers import StudentController
 
@@ -100,7 +100,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "settings": Provide(provide_settings, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[security_headers_middleware],
+        before_send=[add_security_headers],
         lifespan=[_lifespan],
         state=State(state),
         openapi_config=OpenAPIConfig(title="casemgr", version="1"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from litestar import Request, Response
@@ -43,6 +44,15 @@ def domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[dict[s
     return problem(exc.status, exc.title, exc.detail, headers, **exc.extra)
 
 
+# Decoders quote offending values in some messages ("Invalid enum value 'x'"); input may
+# be personal data, so the value is cut out and only the rule stays.
+_QUOTED_VALUE = re.compile(r"\bvalue '(?:[^'\\]|\\.)*'")
+
+
+def _without_values(message: str) -> str:
+    return _QUOTED_VALUE.sub("value", message)
+
+
 def validation_error(
     _: Request[Any, Any, Any], exc: ValidationException
 ) -> Response[dict[str, Any]]:
@@ -52,11 +62,11 @@ def validation_error(
             errors.append(
                 {
                     "field": str(item.get("key") or item.get("source") or "body"),
-                    "message": str(item.get("message", "invalid")),
+                    "message": _without_values(str(item.get("message", "invalid"))),
                 }
             )
     if not errors:
-        errors.append({"field": "body", "message": str(exc.detail)})
+        errors.append({"field": "body", "message": _without_values(str(exc.detail))})
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
     return problem(422, "Invalid input", detail, errors=errors)
 
@@ -64,12 +74,10 @@ def validation_error(
 def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     status = exc.status_code
     title = "Bad request" if status == 400 else exc.detail
-    detail = exc.detail if status < 500 else None
+    detail = _without_values(str(exc.detail)) if status < 500 else None
     if status == 400:
         # Litestar reports unparseable bodies and parameters as 400; they are input errors.
-        return problem(
-            422, "Invalid input", detail, errors=[{"field": "body", "message": str(exc.detail)}]
-        )
+        return problem(422, "Invalid input", detail, errors=[{"field": "body", "message": detail}])
     return problem(status, title, detail, exc.headers)
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -125,6 +126,8 @@ class Authorizer:
     def __init__(self, model_path: Path | None = None, policy_path: Path | None = None) -> None:
         self.model_path = model_path or POLICY_DIR / "model.conf"
         self.policy_path = policy_path or POLICY_DIR / "policy.csv"
+        # Casbin logs the whole policy at INFO when loading; that belongs in review, not logs.
+        logging.getLogger("casbin").setLevel(logging.WARNING)
         self.enforcer = casbin.Enforcer(str(self.model_path), str(self.policy_path))
         self._role_permissions: dict[Role, frozenset[Permission]] = {
             role: frozenset(

@@ -1,0 +1,73 @@
+"""Service-wide behaviour: health, OpenAPI, security headers, problem documents."""
+
+from __future__ import annotations
+
+import uuid
+
+
+def test_health(client):
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_openapi_lists_the_contract_routes(client):
+    response = client.get("/schema/openapi.json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    for path in (
+        "/health",
+        "/api/v1/auth/login",
+        "/api/v1/auth/logout",
+        "/api/v1/students",
+        "/api/v1/students/{student_id}",
+        "/api/v1/students/lookup",
+        "/api/v1/classes/{class_id}/students",
+        "/api/v1/audit/events",
+        "/api/v1/audit/verify",
+    ):
+        assert path in paths, path
+
+
+def test_every_response_carries_the_security_headers(client, world):
+    for response in (
+        client.get("/health"),
+        client.get(f"/api/v1/students/{uuid.uuid4()}", headers=world["ct_a1"].headers),
+        client.get("/no-such-page"),
+    ):
+        csp = response.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp
+        assert "script-src 'self'" in csp
+        assert "unsafe-inline" not in csp
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["referrer-policy"] == "no-referrer"
+
+
+def test_api_responses_are_never_cached(client, world):
+    response = client.get(
+        f"/api/v1/classes/{world.class_a1}/students", headers=world["ct_a1"].headers
+    )
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_unknown_route_is_a_problem_document(client):
+    response = client.get("/api/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["status"] == 404
+
+
+def test_unexpected_failure_is_a_500_problem_without_internals(client, world, db, monkeypatch):
+    from casemgr.students import services
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("secret internal detail 测试学生001")
+
+    monkeypatch.setattr(services, "details", broken)
+    response = client.get(
+        f"/api/v1/students/{world.students['a1_first']}", headers=world["ct_a1"].headers
+    )
+    assert response.status_code == 500
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "secret internal detail" not in response.text
+    assert "测试学生001" not in response.text

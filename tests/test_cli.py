@@ -1,0 +1,266 @@
+"""The casemgr command line (SPEC §5): one JSON line on stdout per command."""
+
+from __future__ import annotations
+
+import json
+import stat
+import uuid
+
+import pyotp
+import pytest
+from click.testing import CliRunner
+
+from casemgr.cli import main
+
+
+@pytest.fixture
+def cli(settings, tmp_path):
+    env = {
+        "CASEMGR_DATABASE_URL": settings.database_url,
+        "CASEMGR_KEYS_DIR": str(settings.keys_dir),
+        "CASEMGR_VAR_DIR": str(tmp_path / "var"),
+        "CASEMGR_AUDIT_CHECKPOINT_FILE": str(settings.checkpoint_file),
+    }
+
+    def invoke(*args: str, input: str | None = None, expect: int = 0, **extra_env: str):
+        result = CliRunner().invoke(main, list(args), env={**env, **extra_env}, input=input)
+        assert result.exit_code == expect, (result.stdout, result.stderr, result.exception)
+        return result
+
+    return invoke
+
+
+def last_json(result) -> dict:
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_init_creates_private_keys_and_is_idempotent(cli, tmp_path):
+    keys = tmp_path / "fresh-keys"
+    first = last_json(cli("init", CASEMGR_KEYS_DIR=str(keys)))
+    assert set(first["keys_created"]) == {"kek-0001.key", "blind-index.key", "audit-signing.key"}
+    for path in keys.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    contents = {p.name: p.read_bytes() for p in keys.iterdir()}
+    second = last_json(cli("init", CASEMGR_KEYS_DIR=str(keys)))
+    assert second["keys_created"] == []
+    assert {p.name: p.read_bytes() for p in keys.iterdir()} == contents
+
+
+def test_init_migrates_an_empty_sqlite_database(cli, tmp_path):
+    url = f"sqlite:///{tmp_path / 'var' / 'new.db'}"
+    last_json(cli("init", CASEMGR_DATABASE_URL=url))
+    assert (tmp_path / "var" / "new.db").exists()
+    school = last_json(
+        cli("school", "add", "--name", "一中", "--code", "YZ", CASEMGR_DATABASE_URL=url)
+    )
+    uuid.UUID(school["id"])
+
+
+def test_school_class_and_user_add(cli, db):
+    school_id = last_json(cli("school", "add", "--name", "第一中学", "--code", "S-001"))["id"]
+    class_id = last_json(
+        cli(
+            "class",
+            "add",
+            "--school-id",
+            school_id,
+            "--name",
+            "初一(1)班",
+            "--grade",
+            "7",
+            "--school-year",
+            "2026-2027",
+        )
+    )["id"]
+    teacher = last_json(
+        cli(
+            "user",
+            "add",
+            "--username",
+            "wang.ct",
+            "--role",
+            "class_teacher",
+            "--school-id",
+            school_id,
+            "--class-id",
+            class_id,
+            "--password-stdin",
+            input="a long enough password\n",
+        )
+    )
+    assert teacher["totp_secret"] is None
+    counselor = last_json(
+        cli(
+            "user",
+            "add",
+            "--username",
+            "li.counselor",
+            "--role",
+            "counselor",
+            "--school-id",
+            school_id,
+            "--password-stdin",
+            input="another long password\n",
+        )
+    )
+    assert len(counselor["totp_secret"]) >= 16
+    auditor = last_json(
+        cli(
+            "user",
+            "add",
+            "--username",
+            "zhao.audit",
+            "--role",
+            "auditor",
+            "--password-stdin",
+            input="auditor password 1\n",
+        )
+    )
+    assert auditor["totp_secret"]
+    rows = db.execute("SELECT username FROM users ORDER BY username")
+    assert [r[0] for r in rows] == ["li.counselor", "wang.ct", "zhao.audit"]
+    actions = [r[0] for r in db.execute("SELECT action FROM audit_events ORDER BY seq")]
+    assert actions == ["school:create", "class:create", "user:create", "user:create", "user:create"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (
+            "class",
+            "add",
+            "--school-id",
+            str(uuid.uuid4()),
+            "--name",
+            "x",
+            "--grade",
+            "7",
+            "--school-year",
+            "2026-2027",
+        ),
+        (
+            "class",
+            "add",
+            "--school-id",
+            str(uuid.uuid4()),
+            "--name",
+            "x",
+            "--grade",
+            "7",
+            "--school-year",
+            "2026",
+        ),
+        ("user", "add", "--username", "u1", "--role", "teacher", "--password-stdin"),
+        (
+            "user",
+            "add",
+            "--username",
+            "u2",
+            "--role",
+            "auditor",
+            "--school-id",
+            str(uuid.uuid4()),
+            "--password-stdin",
+        ),
+    ],
+)
+def test_bad_input_exits_2_with_a_message_and_changes_nothing(cli, db, args):
+    before = db.execute("SELECT count(*) FROM audit_events")[0][0]
+    result = cli(*args, input="a long enough password\n", expect=2)
+    assert "error:" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert db.execute("SELECT count(*) FROM audit_events")[0][0] == before
+
+
+def test_short_password_is_refused(cli):
+    school_id = last_json(cli("school", "add", "--name", "二中", "--code", "S-002"))["id"]
+    result = cli(
+        "user",
+        "add",
+        "--username",
+        "short",
+        "--role",
+        "teacher",
+        "--school-id",
+        school_id,
+        "--password-stdin",
+        input="short\n",
+        expect=2,
+    )
+    assert "password" in result.stderr
+
+
+def test_demo_prints_logins_that_work(cli, app, db):
+    from litestar.testing import TestClient
+
+    logins = last_json(cli("demo"))["logins"]
+    assert sorted(login["role"] for login in logins) == sorted(
+        ["class_teacher", "teacher", "counselor", "school_leader", "bureau_admin", "auditor"]
+    )
+    by_role = {login["role"]: login for login in logins}
+    with TestClient(app) as client:
+        teacher = by_role["class_teacher"]
+        response = client.post(
+            "/api/v1/auth/login",
+            json={"username": teacher["username"], "password": teacher["password"]},
+        )
+        assert response.status_code == 200, response.text
+        token = response.json()["token"]
+        school_class = db.execute("SELECT class_id FROM class_assignments")[0][0]
+        roster = client.get(
+            f"/api/v1/classes/{uuid.UUID(str(school_class))}/students",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert roster.status_code == 200
+        assert len(roster.json()["items"]) > 0
+        auditor = by_role["auditor"]
+        response = client.post(
+            "/api/v1/auth/login",
+            json={
+                "username": auditor["username"],
+                "password": auditor["password"],
+                "totp": pyotp.TOTP(auditor["totp_secret"]).now(),
+            },
+        )
+        assert response.status_code == 200, response.text
+    # The demo fills only an empty database.
+    cli("demo", expect=2)
+    cli("demo", "--if-empty")
+
+
+def test_demo_names_are_visibly_synthetic(cli, app):
+    from litestar.testing import TestClient
+
+    logins = {login["role"]: login for login in last_json(cli("demo"))["logins"]}
+    with TestClient(app) as client:
+        leader = logins["school_leader"]
+        token = client.post(
+            "/api/v1/auth/login",
+            json={
+                "username": leader["username"],
+                "password": leader["password"],
+                "totp": pyotp.TOTP(leader["totp_secret"]).now(),
+            },
+        ).json()["token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        me_school = client.post(
+            "/api/v1/students/lookup", json={"student_no": "D20260001"}, headers=headers
+        )
+        assert me_school.status_code == 200
+        items = me_school.json()["items"]
+        assert items and all("示例" in item["full_name"] for item in items)
+
+
+def test_audit_verify_and_checkpoint_commands(cli):
+    cli("school", "add", "--name", "三中", "--code", "S-003")
+    checkpoint = last_json(cli("audit", "checkpoint"))
+    assert checkpoint["seq"] == 1
+    verified = cli("audit", "verify")
+    assert last_json(verified) == {"ok": True, "checked": 1, "first_bad_seq": None}
+
+
+def test_keys_status_reports_versions(cli):
+    status = last_json(cli("keys", "status"))
+    assert status["current_version"] == 1
+    assert status["versions_on_disk"] == [1]
+    assert status["rotation_in_progress"] is None
