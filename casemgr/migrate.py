@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from alembic import command
@@ -18,14 +19,19 @@ def alembic_config() -> Config:
     return config
 
 
-def _ensure_sqlite_dir(database_url: str) -> None:
+def _ensure_sqlite_file(database_url: str) -> None:
+    """Create the SQLite file owner-only before SQLite does (its -wal/-shm files follow)."""
     url = make_url(database_url)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return
+    path = Path(url.database)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 async def upgrade(database_url: str, revision: str = "head") -> None:
-    _ensure_sqlite_dir(database_url)
+    _ensure_sqlite_file(database_url)
     engine = create_engine(database_url)
     config = alembic_config()
 

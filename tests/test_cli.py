@@ -264,3 +264,9 @@ def test_keys_status_reports_versions(cli):
     assert status["current_version"] == 1
     assert status["versions_on_disk"] == [1]
     assert status["rotation_in_progress"] is None
+
+
+def test_init_creates_the_sqlite_file_owner_only(cli, tmp_path):
+    path = tmp_path / "private" / "casemgr.db"
+    cli("init", CASEMGR_DATABASE_URL=f"sqlite:///{path}")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -16,7 +16,7 @@ from casemgr.errors import InvalidInput
 
 class AuditController(Controller):
     path = "/api/v1/audit"
-    tags = ["audit"]
+    tags = ("audit",)
 
     @get("/events")
     async def events(

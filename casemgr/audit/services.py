@@ -295,7 +295,9 @@ async def verify_chain(
     vouched = 0
     for cp in sorted(checkpoints.values(), key=lambda cp: cp.seq):
         if not checkpoint_signature_ok(public_key, cp.seq, cp.hash, cp.at, cp.signature):
-            candidates.append((cp.seq, f"checkpoint at {cp.seq} has a bad signature"))
+            # A forged checkpoint vouches for nothing: what only it covers is suspect, and
+            # naming its own seq would wrongly suggest that everything before it is sound.
+            candidates.append((vouched + 1, f"checkpoint at {cp.seq} has a bad signature"))
             continue
         if cp.seq > last_good:
             candidates.append(

@@ -126,8 +126,13 @@ async def rotate(
             )
             if session.bind is not None and session.bind.dialect.name == "postgresql":
                 # Concurrent rotators (or a leftover one) split the work instead of blocking.
-                query = query.with_for_update(skip_locked=True)
-            rows = (await session.execute(query)).all()
+                rows = (await session.execute(query.with_for_update(skip_locked=True))).all()
+                if not rows:
+                    # Only locked keys are left (another rotator, an erasure, the session of a
+                    # killed client): wait for them rather than finish without them.
+                    rows = (await session.execute(query.with_for_update())).all()
+            else:
+                rows = (await session.execute(query)).all()
             if not rows:
                 break
             params = []

@@ -13,7 +13,7 @@ from casemgr.students.schemas import CreatedStudent, Items, LookupIn, StudentIn,
 
 class StudentController(Controller):
     path = "/api/v1"
-    tags = ["students"]
+    tags = ("students",)
 
     @post("/students", status_code=HTTP_201_CREATED)
     async def create(
