@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casemgr.audit.chain import (
@@ -60,8 +60,9 @@ class Actor:
 
 SYSTEM = Actor(user_id=None, role="system")
 
-_events = AuditEvent.__table__
-_head = AuditHead.__table__
+_events = cast(Table, AuditEvent.__table__)
+_head = cast(Table, AuditHead.__table__)
+_checkpoints = cast(Table, AuditCheckpoint.__table__)
 _encode_detail = msgspec.json.Encoder(order="sorted").encode
 
 
@@ -95,7 +96,7 @@ async def record(
     ).one()
     seq = int(head.last_seq) + 1
     at = utcnow()
-    values = {
+    values: dict[str, Any] = {
         "seq": seq,
         "at": at,
         "actor_id": actor.user_id,
@@ -157,7 +158,7 @@ async def write_checkpoint(
             signature=sign_checkpoint(signing_key, int(head.last_seq), bytes(head.last_hash), at),
         )
         await session.execute(
-            insert(AuditCheckpoint.__table__).values(
+            insert(_checkpoints).values(
                 seq=checkpoint.seq,
                 hash=checkpoint.hash,
                 at=checkpoint.at,

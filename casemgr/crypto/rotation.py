@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casemgr.crypto.envelope import unwrap_data_key, wrap_data_key
@@ -58,7 +59,7 @@ async def key_status(session: AsyncSession, keyring: KeyRing) -> KeyStatus:
     return KeyStatus(
         current_version=keyring.current_kek_version,
         versions_on_disk=keyring.kek_versions,
-        keys_by_version={int(v): int(n) for v, n in counts},
+        keys_by_version={int(v): int(n) for v, n in counts if v is not None},
         destroyed_keys=int(destroyed or 0),
         rotation_in_progress=pending,
     )
@@ -109,7 +110,7 @@ async def rotate(
     if progress:
         progress(0, total)
 
-    table = DataKey.__table__
+    table = cast(Table, DataKey.__table__)
     # A Core executemany: one round trip per batch on both backends.
     stmt = (
         update(table)
@@ -137,6 +138,8 @@ async def rotate(
                 break
             params = []
             for key_id, old_version, wrapped in rows:
+                # The query selects wrapped (not destroyed) keys only: both are set.
+                assert old_version is not None and wrapped is not None
                 raw = unwrap_data_key(keyring.kek(old_version), key_id, wrapped)
                 params.append(
                     {
