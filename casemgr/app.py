@@ -12,6 +12,7 @@ from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 
 from casemgr import audit
 from casemgr.accounts import passwords
@@ -103,6 +104,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         before_send=[add_security_headers],
         lifespan=[_lifespan],
         state=State(state),
-        openapi_config=OpenAPIConfig(title="casemgr", version="1"),
+        openapi_config=OpenAPIConfig(
+            title="casemgr",
+            version="1",
+            description="Case management for students in a school care programme (SPEC §6).",
+            components=Components(
+                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
+            ),
+            security=[{"bearer": []}],
+        ),
         debug=False,
     )

@@ -37,13 +37,22 @@ async def provide_db_session(state: State) -> AsyncGenerator[AsyncSession, None]
 async def provide_principal(
     request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]
 ) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("A bearer token is required.")
-    principal = await resolve_token(db_session, token.strip())
-    if principal is None:
-        raise Unauthenticated("The token is not valid or has expired.")
+    """The caller behind the bearer token; 401 for a missing, expired or revoked one.
+
+    A dependency that raises stops Litestar from running the cleanup of the dependencies
+    it was given, so the request's session is closed here before any error leaves.
+    """
+    try:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("A bearer token is required.")
+        principal = await resolve_token(db_session, token.strip())
+        if principal is None:
+            raise Unauthenticated("The token is not valid or has expired.")
+    except BaseException:
+        await db_session.close()
+        raise
     return principal
 
 

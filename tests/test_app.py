@@ -71,3 +71,12 @@ def test_unexpected_failure_is_a_500_problem_without_internals(client, world, db
     assert response.headers["content-type"].startswith("application/problem+json")
     assert "secret internal detail" not in response.text
     assert "测试学生001" not in response.text
+
+
+def test_openapi_declares_bearer_authentication(client):
+    document = client.get("/schema/openapi.json").json()
+    assert document["components"]["securitySchemes"]["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+    }
+    assert {"bearer": []} in document["security"]

@@ -27,7 +27,7 @@ class LoginOut(msgspec.Struct):
 
 class AuthController(Controller):
     path = "/api/v1/auth"
-    tags = ["auth"]
+    tags = ("auth",)
 
     @post("/login", status_code=HTTP_200_OK, exclude_from_auth=True)
     async def login(

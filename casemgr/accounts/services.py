@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pyotp
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from casemgr import audit
@@ -127,6 +127,16 @@ async def grant_role(
         raise InvalidInput.field(
             "role", "an auditor cannot also hold a role that reads case content"
         )
+    # A school role without a school would reach every school (NULL means "everywhere").
+    if (role in BUREAU_ROLES) != (school_id is None):
+        raise InvalidInput.field(
+            "school_id",
+            f"{role.value} holds for every school; give no school"
+            if role in BUREAU_ROLES
+            else f"{role.value} needs a school",
+        )
+    if school_id is not None and await session.get(School, school_id) is None:
+        raise InvalidInput.field("school_id", "no such school")
     session.add(RoleGrant(user_id=user_id, role=role.value, school_id=school_id))
 
 
@@ -165,6 +175,25 @@ def _matching_totp_step(secret: str, code: str, now: float) -> int | None:
         if hmac.compare_digest(totp.at(step * TOTP_STEP_SECONDS), code):
             return step
     return None
+
+
+async def _use_totp_step(session: AsyncSession, user_id: uuid.UUID, step: int) -> bool:
+    """Spend a TOTP time step; False when it (or a later one) was spent already.
+
+    One conditional UPDATE, so that two logins racing with the same code cannot both win:
+    the second waits for the first's row lock and then finds the step taken.
+    """
+    spent = await session.scalar(
+        update(User)
+        .where(
+            User.id == user_id,
+            or_(User.totp_last_step.is_(None), User.totp_last_step < step),
+        )
+        .values(totp_last_step=step)
+        .returning(User.id)
+        .execution_options(synchronize_session=False)
+    )
+    return spent is not None
 
 
 async def login(
@@ -213,10 +242,8 @@ async def login(
             cipher = await crypto.system_cipher(session, ACCOUNTS_KEY_LABEL)
             secret = cipher.open(*_totp_field(user.id), user.totp_secret)
             step = _matching_totp_step(secret, totp or "", time.time())
-            if step is None or (user.totp_last_step is not None and step <= user.totp_last_step):
+            if step is None or not await _use_totp_step(session, user.id, step):
                 reason = "second_factor"
-            else:
-                user.totp_last_step = step
         if reason is None and needs_rehash:
             user.password_hash = await passwords.hash_password(password)
 

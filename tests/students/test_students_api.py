@@ -47,7 +47,8 @@ def test_create_and_read_are_audited_without_content(client, world, db):
     ).json()["id"]
     client.get(f"/api/v1/students/{student_id}", headers=world["ct_a1"].headers)
     rows = db.execute(
-        "SELECT action, outcome, actor_id, role, resource_id FROM audit_events WHERE resource_id = :id ORDER BY seq",
+        "SELECT action, outcome, actor_id, role, resource_id FROM audit_events"
+        " WHERE resource_id = :id ORDER BY seq",
         {"id": student_id},
     )
     assert [(r[0], r[1]) for r in rows] == [("student:create", "allow"), ("student:read", "allow")]
