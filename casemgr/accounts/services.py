@@ -114,9 +114,19 @@ async def create_user(
 
 
 async def grant_role(
-    session: AsyncSession, user_id: uuid.UUID, role: Role, school_id: uuid.UUID | None
-) -> None:
-    """Add a role to an existing account, keeping auditors apart from content roles."""
+    session: AsyncSession,
+    crypto: Crypto,
+    user_id: uuid.UUID,
+    role: Role,
+    school_id: uuid.UUID | None,
+    *,
+    actor: audit.Actor | None = None,
+) -> str | None:
+    """Add a role to an existing account, keeping auditors apart from content roles.
+
+    Returns a new TOTP secret (shown once) when the role needs a second factor the account
+    has not enrolled yet.
+    """
     held = {
         Role(r)
         for r in await session.scalars(select(RoleGrant.role).where(RoleGrant.user_id == user_id))
@@ -137,7 +147,25 @@ async def grant_role(
         )
     if school_id is not None and await session.get(School, school_id) is None:
         raise InvalidInput.field("school_id", "no such school")
+    user = await session.get(User, user_id)
+    if user is None:
+        raise InvalidInput.field("user_id", "no such user")
+    new_secret = None
+    if role in SECOND_FACTOR_ROLES and user.totp_secret is None:
+        new_secret = pyotp.random_base32()
+        cipher = await crypto.system_cipher(session, ACCOUNTS_KEY_LABEL)
+        user.totp_secret = cipher.seal(*_totp_field(user_id), new_secret)
     session.add(RoleGrant(user_id=user_id, role=role.value, school_id=school_id))
+    await audit.record(
+        session,
+        audit.Action.ROLE_GRANT,
+        actor=actor,
+        resource_type="user",
+        resource_id=user_id,
+        school_id=school_id,
+        detail={"role": role.value},
+    )
+    return new_secret
 
 
 def _token_digest(token: str) -> bytes:
@@ -231,14 +259,21 @@ async def login(
         select(User).where(User.username == username, User.is_active.is_(True))
     )
     reason: str | None = None
+    grants: tuple[Grant, ...] = ()
     if user is None:
         await passwords.burn_verification(password)
         reason = "credentials"
     else:
         matches, needs_rehash = await passwords.verify_password(user.password_hash, password)
+        grants = await _grants(session, user.id)
         if not matches:
             reason = "credentials"
-        elif user.totp_secret is not None:
+        elif user.totp_secret is None:
+            # A second-factor role given to an account that never enrolled must not let
+            # the password alone through.
+            if any(g.role in SECOND_FACTOR_ROLES for g in grants):
+                reason = "second_factor_not_enrolled"
+        else:
             cipher = await crypto.system_cipher(session, ACCOUNTS_KEY_LABEL)
             secret = cipher.open(*_totp_field(user.id), user.totp_secret)
             step = _matching_totp_step(secret, totp or "", time.time())
@@ -274,7 +309,6 @@ async def login(
             id=token_id, user_id=user.id, token_hash=_token_digest(token), expires_at=expires_at
         )
     )
-    grants = await _grants(session, user.id)
     await audit.record(
         session,
         audit.Action.LOGIN,

@@ -37,6 +37,7 @@ class Action(StrEnum):
     SCHOOL_CREATE = "school:create"
     CLASS_CREATE = "class:create"
     USER_CREATE = "user:create"
+    ROLE_GRANT = "user:grant_role"
     STUDENT_CREATE = "student:create"
     STUDENT_READ = "student:read"
     STUDENT_LOOKUP = "student:lookup"
