@@ -1,0 +1,5 @@
+"""``python -m casemgr`` runs the command line."""
+
+from casemgr.cli import main
+
+main()
