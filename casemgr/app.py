@@ -26,6 +26,7 @@ from casemgr.dependencies import (
     provide_crypto,
     provide_db_session,
     provide_principal,
+    provide_sessions,
     provide_settings,
 )
 from casemgr.problems import EXCEPTION_HANDLERS
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={
             "db_session": Provide(provide_db_session),
             "principal": Provide(provide_principal),
+            "sessions": Provide(provide_sessions, sync_to_thread=False),
             "crypto": Provide(provide_crypto, sync_to_thread=False),
             "authorizer": Provide(provide_authorizer, sync_to_thread=False),
             "settings": Provide(provide_settings, sync_to_thread=False),

@@ -8,7 +8,7 @@ from typing import Any
 from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casemgr.accounts.services import resolve_token
 from casemgr.authz import Authorizer, Principal
@@ -56,6 +56,12 @@ async def provide_principal(
     return principal
 
 
+def provide_sessions(state: State) -> async_sessionmaker[AsyncSession]:
+    """For services that run several transactions of their own (login)."""
+    sessions: async_sessionmaker[AsyncSession] = state.sessions
+    return sessions
+
+
 def provide_crypto(state: State) -> Crypto:
     crypto: Crypto = state.crypto
     return crypto
@@ -73,6 +79,7 @@ def provide_settings(state: State) -> Settings:
 
 # Handlers name their dependencies with these aliases (Litestar's explicit named DI).
 DbSession = NamedDependency[AsyncSession]
+Sessions = NamedDependency[async_sessionmaker[AsyncSession]]
 CurrentPrincipal = NamedDependency[Principal]
 CryptoDep = NamedDependency[Crypto]
 AuthorizerDep = NamedDependency[Authorizer]

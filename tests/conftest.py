@@ -125,6 +125,10 @@ class Db:
     def backend(self) -> str:
         return "sqlite" if self.settings.is_sqlite else "postgresql"
 
+    def id(self, value: uuid.UUID) -> str:
+        """A UUID as a raw SQL parameter (SQLite stores them as 32 hex digits)."""
+        return value.hex if self.backend == "sqlite" else str(value)
+
     def run(self, body: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]]) -> T:
         async def main() -> T:
             engine = create_engine(self.settings.database_url)

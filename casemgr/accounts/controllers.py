@@ -9,7 +9,7 @@ from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 
 from casemgr.accounts import services
-from casemgr.dependencies import CryptoDep, CurrentPrincipal, DbSession, SettingsDep
+from casemgr.dependencies import CryptoDep, CurrentPrincipal, DbSession, Sessions, SettingsDep
 
 
 class LoginIn(msgspec.Struct):
@@ -34,13 +34,13 @@ class AuthController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[LoginIn],
-        db_session: DbSession,
+        sessions: Sessions,
         crypto: CryptoDep,
         settings: SettingsDep,
     ) -> LoginOut:
         client = request.client.host if request.client else "unknown"
         result = await services.login(
-            db_session,
+            sessions,
             crypto,
             settings,
             username=data.username[:200],

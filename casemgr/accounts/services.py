@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 import pyotp
 from sqlalchemy import delete, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casemgr import audit
 from casemgr.accounts import passwords
@@ -225,7 +225,7 @@ async def _use_totp_step(session: AsyncSession, user_id: uuid.UUID, step: int) -
 
 
 async def login(
-    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
     crypto: Crypto,
     settings: Settings,
     *,
@@ -234,88 +234,110 @@ async def login(
     totp: str | None,
     client: str,
 ) -> LoginResult:
-    """Check credentials and issue a bearer token; every failure looks the same."""
+    """Check credentials and issue a bearer token; every failure looks the same.
+
+    Runs its own short transactions around the slow part (Argon2 takes tens of
+    milliseconds; on SQLite an open transaction holds the write lock), and commits the
+    trace of a failure although the call then raises.
+    """
     now = utcnow()
     window_start = now - timedelta(seconds=settings.login_failure_window_seconds)
     account_key = _throttle_key(crypto, "account", username)
     client_key = _throttle_key(crypto, "client", client)
-    if (
-        await _failures_since(session, account_key, window_start)
-        >= settings.login_max_failures_per_account
-        or await _failures_since(session, client_key, window_start)
-        >= settings.login_max_failures_per_client
-    ):
-        user_id = await session.scalar(select(User.id).where(User.username == username))
-        await audit.record_denial(
-            session,
-            audit.Action.LOGIN,
-            actor=audit.Actor(user_id=user_id, role=None),
-            resource_type="session",
-            detail={"reason": "throttled"},
+
+    async with sessions() as session, session.begin():
+        throttled = (
+            await _failures_since(session, account_key, window_start)
+            >= settings.login_max_failures_per_account
+            or await _failures_since(session, client_key, window_start)
+            >= settings.login_max_failures_per_client
         )
+        user = await session.scalar(
+            select(User).where(User.username == username, User.is_active.is_(True))
+        )
+        grants: tuple[Grant, ...] = ()
+        secret: str | None = None
+        if throttled:
+            await audit.record(
+                session,
+                audit.Action.LOGIN,
+                actor=audit.Actor(user_id=user.id if user else None, role=None),
+                resource_type="session",
+                outcome=audit.DENY,
+                detail={"reason": "throttled"},
+            )
+        elif user is not None:
+            grants = await _grants(session, user.id)
+            if user.totp_secret is not None:
+                cipher = await crypto.system_cipher(session, ACCOUNTS_KEY_LABEL)
+                secret = cipher.open(*_totp_field(user.id), user.totp_secret)
+    if throttled:
         raise TooManyAttempts(retry_after=settings.login_failure_window_seconds)
 
-    user = await session.scalar(
-        select(User).where(User.username == username, User.is_active.is_(True))
-    )
     reason: str | None = None
-    grants: tuple[Grant, ...] = ()
+    new_hash: str | None = None
+    step: int | None = None
     if user is None:
         await passwords.burn_verification(password)
         reason = "credentials"
     else:
         matches, needs_rehash = await passwords.verify_password(user.password_hash, password)
-        grants = await _grants(session, user.id)
         if not matches:
             reason = "credentials"
-        elif user.totp_secret is None:
+        elif secret is None:
             # A second-factor role given to an account that never enrolled must not let
             # the password alone through.
             if any(g.role in SECOND_FACTOR_ROLES for g in grants):
                 reason = "second_factor_not_enrolled"
-        else:
-            cipher = await crypto.system_cipher(session, ACCOUNTS_KEY_LABEL)
-            secret = cipher.open(*_totp_field(user.id), user.totp_secret)
-            step = _matching_totp_step(secret, totp or "", time.time())
-            if step is None or not await _use_totp_step(session, user.id, step):
-                reason = "second_factor"
+        elif (step := _matching_totp_step(secret, totp or "", time.time())) is None:
+            reason = "second_factor"
         if reason is None and needs_rehash:
-            user.password_hash = await passwords.hash_password(password)
+            new_hash = await passwords.hash_password(password)
 
-    if reason is not None:
-        failed_user_id = user.id if user is not None else None
-        await session.rollback()
-        session.add(LoginFailure(key=account_key, at=now))
-        session.add(LoginFailure(key=client_key, at=now))
-        # Forget failures older than any window still being counted.
-        await session.execute(delete(LoginFailure).where(LoginFailure.at < window_start))
-        await audit.record(
-            session,
-            audit.Action.LOGIN,
-            actor=audit.Actor(user_id=failed_user_id, role=None),
-            resource_type="session",
-            outcome=audit.DENY,
-            detail={"reason": reason},
-        )
-        await session.commit()
+    async with sessions() as session, session.begin():
+        if reason is None:
+            assert user is not None
+            if step is not None and not await _use_totp_step(session, user.id, step):
+                reason = "second_factor"  # the code was used already (a replay)
+        if reason is not None:
+            session.add(LoginFailure(key=account_key, at=now))
+            session.add(LoginFailure(key=client_key, at=now))
+            # Forget failures older than any window still being counted.
+            await session.execute(delete(LoginFailure).where(LoginFailure.at < window_start))
+            await audit.record(
+                session,
+                audit.Action.LOGIN,
+                actor=audit.Actor(user_id=user.id if user else None, role=None),
+                resource_type="session",
+                outcome=audit.DENY,
+                detail={"reason": reason},
+            )
+        else:
+            assert user is not None
+            if new_hash is not None:
+                await session.execute(
+                    update(User).where(User.id == user.id).values(password_hash=new_hash)
+                )
+            token = secrets.token_urlsafe(32)
+            expires_at = now + timedelta(seconds=settings.token_ttl_seconds)
+            token_id = new_id()
+            session.add(
+                AuthToken(
+                    id=token_id,
+                    user_id=user.id,
+                    token_hash=_token_digest(token),
+                    expires_at=expires_at,
+                )
+            )
+            await audit.record(
+                session,
+                audit.Action.LOGIN,
+                actor=audit.Actor(user_id=user.id, role=grants[0].role.value if grants else None),
+                resource_type="session",
+                resource_id=token_id,
+            )
+    if reason is not None or user is None:
         raise LoginFailed()
-
-    assert user is not None
-    token = secrets.token_urlsafe(32)
-    expires_at = now + timedelta(seconds=settings.token_ttl_seconds)
-    token_id = new_id()
-    session.add(
-        AuthToken(
-            id=token_id, user_id=user.id, token_hash=_token_digest(token), expires_at=expires_at
-        )
-    )
-    await audit.record(
-        session,
-        audit.Action.LOGIN,
-        actor=audit.Actor(user_id=user.id, role=grants[0].role.value if grants else None),
-        resource_type="session",
-        resource_id=token_id,
-    )
     return LoginResult(token=token, expires_at=expires_at, user=user_summary(user, grants))
 
 

@@ -134,3 +134,54 @@ def test_hashing_runs_off_the_event_loop(monkeypatch, operation):
         assert gated._real.verify(result, PASSWORD)
     else:
         assert result == (True, False)
+
+
+def test_no_connection_is_held_while_the_password_is_checked(settings, world, db, monkeypatch):
+    """Argon2 takes tens of milliseconds: holding a transaction (on SQLite, the write lock)
+    across it would stall every other request behind a burst of logins."""
+    import asyncio
+
+    from sqlalchemy import event
+
+    from casemgr.accounts import services
+    from casemgr.db import create_engine, create_sessionmaker
+    from tests.factories import PASSWORD
+
+    held_during_check: list[int] = []
+    balance = {"out": 0}
+    real_verify = passwords.verify_password
+
+    async def observing_verify(stored: str, password: str) -> tuple[bool, bool]:
+        held_during_check.append(balance["out"])
+        return await real_verify(stored, password)
+
+    monkeypatch.setattr(passwords, "verify_password", observing_verify)
+
+    async def main() -> str:
+        engine = create_engine(settings.database_url)
+
+        def checkout(*_: object) -> None:
+            balance["out"] += 1
+
+        def checkin(*_: object) -> None:
+            balance["out"] -= 1
+
+        event.listen(engine.sync_engine, "checkout", checkout)
+        event.listen(engine.sync_engine, "checkin", checkin)
+        try:
+            result = await services.login(
+                create_sessionmaker(engine),
+                db.crypto,
+                settings,
+                username="ct_a1",
+                password=PASSWORD,
+                totp=None,
+                client="192.0.2.9",
+            )
+            return result.token
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(main())
+    assert held_during_check == [0]
+    assert balance["out"] == 0

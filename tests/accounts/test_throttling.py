@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casemgr.accounts import services
 from casemgr.app import create_app
@@ -96,9 +96,9 @@ def test_failures_across_accounts_from_one_client_throttle_the_client(
         assert "another-guess" not in row
 
     # The same account from another client is not affected: the limit is per client.
-    async def from_elsewhere(session: AsyncSession) -> services.LoginResult:
+    async def from_elsewhere(sessions: async_sessionmaker[AsyncSession]) -> services.LoginResult:
         return await services.login(
-            session,
+            sessions,
             db.crypto,
             strict_settings,
             username="ct_a1",
@@ -107,4 +107,4 @@ def test_failures_across_accounts_from_one_client_throttle_the_client(
             client="198.51.100.7",
         )
 
-    assert db.in_transaction(from_elsewhere).token
+    assert db.run(from_elsewhere).token

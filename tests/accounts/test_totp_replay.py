@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
-
 from casemgr.accounts import passwords, services
 from casemgr.db import create_engine, create_sessionmaker
 from casemgr.errors import LoginFailed
@@ -14,12 +12,10 @@ from tests.factories import PASSWORD
 
 
 def test_one_totp_code_cannot_open_two_concurrent_logins(settings, world, db, monkeypatch):
-    if db.backend == "sqlite":
-        pytest.skip("SQLite runs logins one at a time (BEGIN IMMEDIATE): no race to test")
     counselor = world["counselor_a"]
     code = counselor.totp_now()
     count_tokens = "SELECT COUNT(*) FROM auth_tokens WHERE user_id = :u"
-    tokens_before = db.execute(count_tokens, {"u": counselor.id})[0][0]
+    tokens_before = db.execute(count_tokens, {"u": db.id(counselor.id)})[0][0]
     arrived = 0
     both_checked_password: asyncio.Event | None = None
 
@@ -43,21 +39,19 @@ def test_one_totp_code_cannot_open_two_concurrent_logins(settings, world, db, mo
         sessions = create_sessionmaker(engine)
 
         async def attempt(client: str) -> str:
-            async with sessions() as session:
-                try:
-                    await services.login(
-                        session,
-                        db.crypto,
-                        settings,
-                        username=counselor.username,
-                        password=PASSWORD,
-                        totp=code,
-                        client=client,
-                    )
-                except LoginFailed:
-                    return "refused"
-                await session.commit()
-                return "accepted"
+            try:
+                await services.login(
+                    sessions,
+                    db.crypto,
+                    settings,
+                    username=counselor.username,
+                    password=PASSWORD,
+                    totp=code,
+                    client=client,
+                )
+            except LoginFailed:
+                return "refused"
+            return "accepted"
 
         try:
             return list(await asyncio.gather(attempt("192.0.2.1"), attempt("192.0.2.2")))
@@ -67,4 +61,4 @@ def test_one_totp_code_cannot_open_two_concurrent_logins(settings, world, db, mo
     outcomes: Any = asyncio.run(main())
 
     assert sorted(outcomes) == ["accepted", "refused"]
-    assert db.execute(count_tokens, {"u": counselor.id})[0][0] == tokens_before + 1
+    assert db.execute(count_tokens, {"u": db.id(counselor.id)})[0][0] == tokens_before + 1

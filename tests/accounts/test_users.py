@@ -160,9 +160,9 @@ def test_second_factor_role_without_enrolled_factor_cannot_log_in(world, db, cli
     db.execute(
         "INSERT INTO role_grants (id, user_id, role, school_id) VALUES (:id, :u, 'counselor', :s)",
         {
-            "id": uuid.uuid4().hex if db.backend == "sqlite" else str(uuid.uuid4()),
-            "u": world["ct_a1"].id.hex if db.backend == "sqlite" else str(world["ct_a1"].id),
-            "s": world.school_a.hex if db.backend == "sqlite" else str(world.school_a),
+            "id": db.id(uuid.uuid4()),
+            "u": db.id(world["ct_a1"].id),
+            "s": db.id(world.school_a),
         },
     )
     response = client.post("/api/v1/auth/login", json={"username": "ct_a1", "password": PASSWORD})
