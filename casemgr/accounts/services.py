@@ -74,6 +74,8 @@ async def create_user(
         errors.append({"field": "class_id", "message": "only class teachers are given classes"})
     if errors:
         raise InvalidInput(errors)
+    # Hash before the first query, so a caller's transaction is not held open across it.
+    password_hash = await passwords.hash_password(password)
     if school_id is not None and await session.get(School, school_id) is None:
         raise InvalidInput.field("school_id", "no such school")
     for class_id in class_ids:
@@ -93,7 +95,7 @@ async def create_user(
         User(
             id=user_id,
             username=username,
-            password_hash=await passwords.hash_password(password),
+            password_hash=password_hash,
             totp_secret=sealed_secret,
         )
     )
