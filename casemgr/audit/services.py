@@ -50,6 +50,26 @@ class Action(StrEnum):
     DEMO_SEED = "demo:seed"
 
 
+# Why an access happened, as a controlled vocabulary (never free text, which could carry
+# content). Callers may name a narrower purpose (emergency access does); otherwise it
+# follows from what was touched.
+ADMINISTRATION = "administration"
+PURPOSES_BY_RESOURCE = {
+    "auth": "authentication",
+    "audit": "oversight",
+    "keys": "key_management",
+    "school": ADMINISTRATION,
+    "class": ADMINISTRATION,
+    "user": ADMINISTRATION,
+    "demo": ADMINISTRATION,
+}
+CARE_PROGRAMME = "care_programme"
+
+
+def default_purpose(action: str) -> str:
+    return PURPOSES_BY_RESOURCE.get(action.split(":", 1)[0], CARE_PROGRAMME)
+
+
 @dataclass(frozen=True, slots=True)
 class Actor:
     """Who acts: a user in a role (``user_id`` None for the operator's command line)."""
@@ -108,7 +128,7 @@ async def record(
         "resource_id": None if resource_id is None else str(resource_id),
         "student_id": student_id,
         "outcome": outcome,
-        "purpose": purpose,
+        "purpose": purpose or default_purpose(str(action)),
         "emergency": emergency,
         "detail": None if not detail else _encode_detail(detail).decode(),
     }
