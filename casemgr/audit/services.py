@@ -40,6 +40,7 @@ class Action(StrEnum):
     ROLE_GRANT = "user:grant_role"
     STUDENT_CREATE = "student:create"
     STUDENT_READ = "student:read"
+    STUDENT_UPDATE = "student:update"
     STUDENT_LOOKUP = "student:lookup"
     ROSTER_READ = "roster:read"
     AUDIT_READ = "audit:read"

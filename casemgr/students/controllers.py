@@ -2,13 +2,20 @@ from __future__ import annotations
 
 import uuid
 
-from litestar import Controller, get, post
+from litestar import Controller, get, patch, post
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from casemgr.dependencies import AuthorizerDep, CryptoDep, CurrentPrincipal, DbSession
 from casemgr.students import services
-from casemgr.students.schemas import CreatedStudent, Items, LookupIn, StudentIn, StudentOut
+from casemgr.students.schemas import (
+    CreatedStudent,
+    Items,
+    LookupIn,
+    StudentIn,
+    StudentOut,
+    StudentPatch,
+)
 
 
 class StudentController(Controller):
@@ -50,6 +57,20 @@ class StudentController(Controller):
         principal: CurrentPrincipal,
     ) -> StudentOut:
         return await services.get_student(db_session, crypto, authorizer, principal, student_id)
+
+    @patch("/students/{student_id:uuid}")
+    async def update(
+        self,
+        student_id: FromPath[uuid.UUID],
+        data: JSONBody[StudentPatch],
+        db_session: DbSession,
+        crypto: CryptoDep,
+        authorizer: AuthorizerDep,
+        principal: CurrentPrincipal,
+    ) -> StudentOut:
+        return await services.update_student(
+            db_session, crypto, authorizer, principal, student_id, data
+        )
 
     @post("/students/lookup", status_code=HTTP_200_OK)
     async def lookup(

@@ -27,6 +27,23 @@ class StudentIn(msgspec.Struct, forbid_unknown_fields=True):
     guardians: Annotated[list[GuardianIn], Meta(max_length=6)] | None = None
 
 
+class StudentPatch(msgspec.Struct, forbid_unknown_fields=True):
+    """Fields to change; omitted ones stay. ``null`` clears an optional field."""
+
+    class_id: uuid.UUID | msgspec.UnsetType = msgspec.UNSET
+    full_name: Name | msgspec.UnsetType = msgspec.UNSET
+    gender: Literal["female", "male"] | msgspec.UnsetType = msgspec.UNSET
+    birth_date: date | msgspec.UnsetType = msgspec.UNSET
+    student_no: Annotated[str, Meta(min_length=1, max_length=32)] | msgspec.UnsetType = (
+        msgspec.UNSET
+    )
+    national_id: str | msgspec.UnsetType | None = msgspec.UNSET
+    address: Annotated[str, Meta(max_length=300)] | msgspec.UnsetType | None = msgspec.UNSET
+    guardians: Annotated[list[GuardianIn], Meta(max_length=6)] | msgspec.UnsetType | None = (
+        msgspec.UNSET
+    )
+
+
 class LookupIn(msgspec.Struct, forbid_unknown_fields=True):
     student_no: Annotated[str, Meta(min_length=1, max_length=32)] | None = None
     national_id: Annotated[str, Meta(min_length=1, max_length=18)] | None = None

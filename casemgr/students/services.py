@@ -18,7 +18,14 @@ from casemgr.errors import Conflict, InvalidInput
 from casemgr.schools.models import SchoolClass
 from casemgr.students.identity import national_id_problem, normalise_national_id
 from casemgr.students.models import Student
-from casemgr.students.schemas import Guardian, RosterEntry, StudentIn, StudentOut
+from casemgr.students.schemas import (
+    Guardian,
+    GuardianIn,
+    RosterEntry,
+    StudentIn,
+    StudentOut,
+    StudentPatch,
+)
 
 TABLE = "students"
 # Unambiguous characters only (no 0/O, 1/I/L, U): codes are read aloud and typed on phones.
@@ -73,18 +80,86 @@ def _validate(data: StudentIn) -> tuple[str, str | None]:
     return student_no, national_id
 
 
+SEALED_COLUMNS = (
+    "full_name",
+    "gender",
+    "birth_date",
+    "student_no",
+    "national_id",
+    "address",
+    "guardians",
+)
+
+
+def _plain_fields(
+    data: StudentIn, student_no: str, national_id: str | None
+) -> dict[str, str | None]:
+    """The plaintext of every sealed column, in its stored form."""
+    guardians = [
+        Guardian(g.name.strip(), g.relation.strip(), g.phone.strip()) for g in data.guardians or []
+    ]
+    return {
+        "full_name": data.full_name.strip(),
+        "gender": data.gender,
+        "birth_date": data.birth_date.isoformat(),
+        "student_no": student_no,
+        "national_id": national_id,
+        "address": data.address.strip() if data.address else None,
+        "guardians": _guardians_encoder.encode(guardians).decode(),
+    }
+
+
+def _plain_fields_of(current: StudentOut) -> dict[str, str | None]:
+    return {
+        "full_name": current.full_name,
+        "gender": current.gender,
+        "birth_date": current.birth_date.isoformat(),
+        "student_no": current.student_no,
+        "national_id": current.national_id,
+        "address": current.address,
+        "guardians": _guardians_encoder.encode(current.guardians).decode(),
+    }
+
+
+def _seal_columns(
+    student: Student,
+    cipher: FieldCipher,
+    crypto: Crypto,
+    plain: dict[str, str | None],
+    columns: list[str],
+) -> None:
+    """Seal ``columns`` of ``plain`` into ``student`` and keep its blind indexes in step."""
+    for column in columns:
+        value = plain[column]
+        setattr(
+            student, column, None if value is None else _seal(cipher, student.id, column, value)
+        )
+    if "student_no" in columns:
+        student.student_no_bidx = _student_no_index(
+            crypto, student.school_id, plain["student_no"] or ""
+        )
+    if "national_id" in columns:
+        national_id = plain["national_id"]
+        student.national_id_bidx = (
+            None if national_id is None else _national_id_index(crypto, national_id)
+        )
+
+
 async def _confirm_unique(
     session: AsyncSession,
     crypto: Crypto,
     school_id: uuid.UUID,
     student_no: str,
     national_id: str | None,
+    *,
+    exclude_id: uuid.UUID | None = None,
 ) -> None:
     # Blind indexes are truncated, so a hit is confirmed by decrypting before refusing.
     candidates = await session.scalars(
         select(Student).where(
             Student.school_id == school_id,
             Student.student_no_bidx == _student_no_index(crypto, school_id, student_no),
+            Student.id != exclude_id if exclude_id else Student.id.is_not(None),
         )
     )
     for other in candidates:
@@ -94,7 +169,10 @@ async def _confirm_unique(
     if national_id is None:
         return
     candidates = await session.scalars(
-        select(Student).where(Student.national_id_bidx == _national_id_index(crypto, national_id))
+        select(Student).where(
+            Student.national_id_bidx == _national_id_index(crypto, national_id),
+            Student.id != exclude_id if exclude_id else Student.id.is_not(None),
+        )
     )
     for other in candidates:
         cipher = await crypto.cipher(session, other.data_key_id)
@@ -145,30 +223,15 @@ async def insert_student(
 
     student_id = new_id()
     cipher = crypto.new_data_key(session, "student")
-    guardians = [
-        Guardian(g.name.strip(), g.relation.strip(), g.phone.strip()) for g in data.guardians or []
-    ]
     student = Student(
         id=student_id,
         school_id=school_class.school_id,
         class_id=school_class.id,
         code=new_student_code(),
         data_key_id=cipher.key_id,
-        full_name=_seal(cipher, student_id, "full_name", data.full_name.strip()),
-        gender=_seal(cipher, student_id, "gender", data.gender),
-        birth_date=_seal(cipher, student_id, "birth_date", data.birth_date.isoformat()),
-        student_no=_seal(cipher, student_id, "student_no", student_no),
-        student_no_bidx=_student_no_index(crypto, school_class.school_id, student_no),
-        national_id=None
-        if national_id is None
-        else _seal(cipher, student_id, "national_id", national_id),
-        national_id_bidx=None if national_id is None else _national_id_index(crypto, national_id),
-        address=None
-        if not data.address
-        else _seal(cipher, student_id, "address", data.address.strip()),
-        guardians=_seal(
-            cipher, student_id, "guardians", _guardians_encoder.encode(guardians).decode()
-        ),
+    )
+    _seal_columns(
+        student, cipher, crypto, _plain_fields(data, student_no, national_id), list(SEALED_COLUMNS)
     )
     session.add(student)
     await session.flush()
@@ -234,6 +297,90 @@ async def get_student(
         school_id=student.school_id,
     )
     return out
+
+
+async def update_student(
+    session: AsyncSession,
+    crypto: Crypto,
+    authorizer: Authorizer,
+    principal: Principal,
+    student_id: uuid.UUID,
+    patch: StudentPatch,
+) -> StudentOut:
+    """Change personal details or move the student to another class of the same school."""
+    student = await session.get(Student, student_id)
+    decision = await require(
+        session,
+        authorizer,
+        principal,
+        Permission.STUDENT_UPDATE,
+        resource_type="student",
+        resource_id=student_id,
+        school_id=student.school_id if student else None,
+        class_id=student.class_id if student else None,
+        student_id=student_id,
+        exists=student is not None,
+    )
+    assert student is not None
+    target_class_id = student.class_id if patch.class_id is msgspec.UNSET else patch.class_id
+    if target_class_id != student.class_id:
+        target = await session.get(SchoolClass, target_class_id)
+        if target is None or target.school_id != student.school_id:
+            raise InvalidInput.field("class_id", "no such class in this student's school")
+        # Moving needs reach over the class the student goes to, as well as the one left.
+        await require(
+            session,
+            authorizer,
+            principal,
+            Permission.STUDENT_UPDATE,
+            resource_type="class",
+            resource_id=target.id,
+            school_id=target.school_id,
+            class_id=target.id,
+            student_id=student_id,
+        )
+
+    cipher = await crypto.cipher(session, student.data_key_id)
+    current = details(cipher, student)
+    merged = StudentIn(
+        class_id=target_class_id,
+        full_name=current.full_name if patch.full_name is msgspec.UNSET else patch.full_name,
+        gender=current.gender if patch.gender is msgspec.UNSET else patch.gender,  # type: ignore[arg-type]
+        birth_date=current.birth_date if patch.birth_date is msgspec.UNSET else patch.birth_date,
+        student_no=current.student_no if patch.student_no is msgspec.UNSET else patch.student_no,
+        national_id=current.national_id
+        if patch.national_id is msgspec.UNSET
+        else patch.national_id,
+        address=current.address if patch.address is msgspec.UNSET else patch.address,
+        guardians=(
+            [GuardianIn(g.name, g.relation, g.phone) for g in current.guardians]
+            if patch.guardians is msgspec.UNSET
+            else patch.guardians
+        ),
+    )
+    student_no, national_id = _validate(merged)
+    await _confirm_unique(
+        session, crypto, student.school_id, student_no, national_id, exclude_id=student.id
+    )
+    plain = _plain_fields(merged, student_no, national_id)
+    before = _plain_fields_of(current)
+    changed = [column for column in SEALED_COLUMNS if plain[column] != before[column]]
+    _seal_columns(student, cipher, crypto, plain, changed)
+    if target_class_id != student.class_id:
+        student.class_id = target_class_id
+        changed.append("class_id")
+    await session.flush()
+    await audit.record(
+        session,
+        audit.Action.STUDENT_UPDATE,
+        actor=actor_of(principal, decision, student.school_id),
+        resource_type="student",
+        resource_id=student.id,
+        student_id=student.id,
+        school_id=student.school_id,
+        detail={"fields": changed},
+    )
+    return details(cipher, student)
 
 
 def _roster_entry(cipher: FieldCipher, student: Student) -> RosterEntry:
