@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casemgr.crypto.envelope import unwrap_data_key, wrap_data_key
@@ -132,6 +132,14 @@ async def rotate(
                     # Only locked keys are left (another rotator, an erasure, the session of a
                     # killed client): wait for them rather than finish without them.
                     rows = (await session.execute(query.with_for_update())).all()
+                if not rows:
+                    # Before declaring the rotation done, wait out every transaction that
+                    # is still inserting data keys: one that began before the new KEK
+                    # existed may have wrapped under the old one. This lock mode waits for
+                    # open writers (and other rotators) and ends with this transaction, after
+                    # which new keys can only be wrapped under the new version.
+                    await session.execute(text("LOCK TABLE data_keys IN SHARE ROW EXCLUSIVE MODE"))
+                    rows = (await session.execute(query)).all()
             else:
                 rows = (await session.execute(query)).all()
             if not rows:
