@@ -399,19 +399,26 @@ async def roster(
     principal: Principal,
     class_id: uuid.UUID,
 ) -> list[RosterEntry]:
-    """A class list with the same fields for every student (SPEC P3)."""
+    """A class list with the same fields for every student (SPEC P3).
+
+    Whole-class reach (class teacher, counselor, leader) lists everyone; a mentor sees the
+    students they are paired with; a class with nobody in reach is "not found".
+    """
     school_class = await session.get(SchoolClass, class_id)
+    school_id = school_class.school_id if school_class else None
+    decision = authorizer.decide(
+        principal, Permission.ROSTER_READ, school_id=school_id, class_id=class_id
+    )
     students = (
         list(await session.scalars(select(Student).where(Student.class_id == class_id)))
         if school_class is not None
         else []
     )
-    # Whole-class reach (class teacher, counselor, leader) or, for a mentor, the students
-    # they are paired with; a class with none of them in reach is "not found".
     visible = [
         s
         for s in students
-        if authorizer.decide(
+        if decision.allowed
+        or authorizer.decide(
             principal,
             Permission.ROSTER_READ,
             school_id=s.school_id,
@@ -419,14 +426,7 @@ async def roster(
             student_id=s.id,
         ).allowed
     ]
-    class_decision = (
-        authorizer.decide(
-            principal, Permission.ROSTER_READ, school_id=school_class.school_id, class_id=class_id
-        )
-        if school_class is not None
-        else None
-    )
-    if school_class is None or not (visible or (class_decision and class_decision.allowed)):
+    if school_class is None or not (decision.allowed or visible):
         await require(
             session,
             authorizer,
@@ -434,24 +434,22 @@ async def roster(
             Permission.ROSTER_READ,
             resource_type="class",
             resource_id=class_id,
-            school_id=school_class.school_id if school_class else None,
+            school_id=school_id,
             class_id=class_id,
             exists=school_class is not None,
         )
-    assert school_class is not None
     ciphers = await crypto.ciphers(session, [s.data_key_id for s in visible])
     entries = sorted(
         (_roster_entry(ciphers[s.data_key_id], s) for s in visible),
         key=lambda e: (e.student_no, e.code),
     )
-    decision = class_decision if class_decision and class_decision.allowed else None
     await audit.record(
         session,
         audit.Action.ROSTER_READ,
-        actor=actor_of(principal, decision, school_class.school_id),
+        actor=actor_of(principal, decision if decision.allowed else None, school_id),
         resource_type="class",
         resource_id=class_id,
-        school_id=school_class.school_id,
+        school_id=school_id,
         detail={"count": len(entries)},
     )
     return entries
