@@ -22,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from casemgr.students.models import Student
 from tests.factories import national_id
 
+PATCHED_ADDRESS = "ZQXMARKERPATCHEDADDRESS 编辑后的地址"
+
 # Birth dates nothing else in the database holds (timestamps there carry times).
 ASCII_BIRTH = date(2011, 2, 27)
 CHINESE_BIRTH = date(2010, 11, 23)
@@ -146,6 +148,14 @@ def test_no_personal_value_appears_in_the_raw_database(
     client: Any, db: Any, world: Any, settings: Any
 ) -> None:
     created = write_students_through_the_api(client, world)
+    # An edit is sealed like a creation.
+    edited = client.patch(
+        f"/api/v1/students/{created[0]['id']}",
+        json={"address": PATCHED_ADDRESS},
+        headers=world["ct_a1"].headers,
+    )
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["address"] == PATCHED_ADDRESS
     ids = [uuid.UUID(entry["id"]) for entry in created]
     rows = stored_rows(db, ids)
     assert len(rows) == 2
@@ -173,7 +183,7 @@ def test_no_personal_value_appears_in_the_raw_database(
 
     leaked = [
         marker
-        for marker in ALL_MARKERS
+        for marker in [*ALL_MARKERS, PATCHED_ADDRESS]
         if marker.encode() in raw or marker.encode().hex().encode() in haystack_hex
     ]
     assert leaked == [], f"plaintext found in the raw {db.backend} storage: {leaked}"
