@@ -41,6 +41,35 @@ def _totp_field(user_id: uuid.UUID) -> tuple[str, str, uuid.UUID]:
     return ("users", "totp_secret", user_id)
 
 
+def _scope_problem(role: Role, school_id: uuid.UUID | None) -> dict[str, str] | None:
+    """Bureau roles hold everywhere (no school); every other role holds in one school.
+
+    A school role without a school would reach every school, since NULL means "everywhere".
+    """
+    if role in BUREAU_ROLES and school_id is not None:
+        return {
+            "field": "school_id",
+            "message": f"{role.value} holds for every school; give no school",
+        }
+    if role not in BUREAU_ROLES and school_id is None:
+        return {"field": "school_id", "message": f"{role.value} needs a school"}
+    return None
+
+
+async def _check_school(session: AsyncSession, school_id: uuid.UUID | None) -> None:
+    if school_id is not None and await session.get(School, school_id) is None:
+        raise InvalidInput.field("school_id", "no such school")
+
+
+async def _new_totp_secret(
+    session: AsyncSession, crypto: Crypto, user_id: uuid.UUID
+) -> tuple[str, bytes]:
+    """A fresh TOTP secret (to show once) and its sealed form (to store)."""
+    secret = pyotp.random_base32()
+    cipher = await crypto.system_cipher(session, ACCOUNTS_KEY_LABEL)
+    return secret, cipher.seal(*_totp_field(user_id), secret)
+
+
 async def create_user(
     session: AsyncSession,
     crypto: Crypto,
@@ -61,23 +90,15 @@ async def create_user(
         errors.append(
             {"field": "password", "message": f"at least {MIN_PASSWORD_LENGTH} characters"}
         )
-    if role in BUREAU_ROLES and school_id is not None:
-        errors.append(
-            {
-                "field": "school_id",
-                "message": f"{role.value} holds for every school; give no school",
-            }
-        )
-    if role not in BUREAU_ROLES and school_id is None:
-        errors.append({"field": "school_id", "message": f"{role.value} needs a school"})
+    if scope_problem := _scope_problem(role, school_id):
+        errors.append(scope_problem)
     if class_ids and role is not Role.CLASS_TEACHER:
         errors.append({"field": "class_id", "message": "only class teachers are given classes"})
     if errors:
         raise InvalidInput(errors)
     # Hash before the first query, so a caller's transaction is not held open across it.
     password_hash = await passwords.hash_password(password)
-    if school_id is not None and await session.get(School, school_id) is None:
-        raise InvalidInput.field("school_id", "no such school")
+    await _check_school(session, school_id)
     for class_id in class_ids:
         school_class = await session.get(SchoolClass, class_id)
         if school_class is None or school_class.school_id != school_id:
@@ -86,11 +107,11 @@ async def create_user(
         raise Conflict("That username is taken.")
 
     user_id = new_id()
-    totp_secret = pyotp.random_base32() if role in SECOND_FACTOR_ROLES else None
-    sealed_secret = None
-    if totp_secret is not None:
-        cipher = await crypto.system_cipher(session, ACCOUNTS_KEY_LABEL)
-        sealed_secret = cipher.seal(*_totp_field(user_id), totp_secret)
+    totp_secret, sealed_secret = (
+        await _new_totp_secret(session, crypto, user_id)
+        if role in SECOND_FACTOR_ROLES
+        else (None, None)
+    )
     session.add(
         User(
             id=user_id,
@@ -139,24 +160,15 @@ async def grant_role(
         raise InvalidInput.field(
             "role", "an auditor cannot also hold a role that reads case content"
         )
-    # A school role without a school would reach every school (NULL means "everywhere").
-    if (role in BUREAU_ROLES) != (school_id is None):
-        raise InvalidInput.field(
-            "school_id",
-            f"{role.value} holds for every school; give no school"
-            if role in BUREAU_ROLES
-            else f"{role.value} needs a school",
-        )
-    if school_id is not None and await session.get(School, school_id) is None:
-        raise InvalidInput.field("school_id", "no such school")
+    if scope_problem := _scope_problem(role, school_id):
+        raise InvalidInput([scope_problem])
+    await _check_school(session, school_id)
     user = await session.get(User, user_id)
     if user is None:
         raise InvalidInput.field("user_id", "no such user")
     new_secret = None
     if role in SECOND_FACTOR_ROLES and user.totp_secret is None:
-        new_secret = pyotp.random_base32()
-        cipher = await crypto.system_cipher(session, ACCOUNTS_KEY_LABEL)
-        user.totp_secret = cipher.seal(*_totp_field(user_id), new_secret)
+        new_secret, user.totp_secret = await _new_totp_secret(session, crypto, user_id)
     session.add(RoleGrant(user_id=user_id, role=role.value, school_id=school_id))
     await audit.record(
         session,

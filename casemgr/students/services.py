@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from casemgr import audit
-from casemgr.authz import Authorizer, Permission, Principal, actor_of, require
+from casemgr.authz import Authorizer, Decision, Permission, Principal, actor_of, require
 from casemgr.crypto import Crypto, FieldCipher
 from casemgr.db import new_id
 from casemgr.errors import Conflict, InvalidInput
@@ -264,19 +264,23 @@ def details(cipher: FieldCipher, student: Student) -> StudentOut:
     )
 
 
-async def get_student(
+async def authorize_student(
     session: AsyncSession,
-    crypto: Crypto,
     authorizer: Authorizer,
     principal: Principal,
+    perm: Permission,
     student_id: uuid.UUID,
-) -> StudentOut:
+) -> tuple[Student, Decision]:
+    """Load a student (still sealed) and decide ``perm`` on it; refusals are audited.
+
+    The one way features reach a student record: decryption comes after this returns.
+    """
     student = await session.get(Student, student_id)
     decision = await require(
         session,
         authorizer,
         principal,
-        Permission.STUDENT_READ,
+        perm,
         resource_type="student",
         resource_id=student_id,
         school_id=student.school_id if student else None,
@@ -284,7 +288,20 @@ async def get_student(
         student_id=student_id,
         exists=student is not None,
     )
-    assert student is not None
+    assert student is not None  # require() raised otherwise
+    return student, decision
+
+
+async def get_student(
+    session: AsyncSession,
+    crypto: Crypto,
+    authorizer: Authorizer,
+    principal: Principal,
+    student_id: uuid.UUID,
+) -> StudentOut:
+    student, decision = await authorize_student(
+        session, authorizer, principal, Permission.STUDENT_READ, student_id
+    )
     # Decrypt only after the decision, then leave the trace in the same transaction.
     out = details(await crypto.cipher(session, student.data_key_id), student)
     await audit.record(
@@ -308,20 +325,9 @@ async def update_student(
     patch: StudentPatch,
 ) -> StudentOut:
     """Change personal details or move the student to another class of the same school."""
-    student = await session.get(Student, student_id)
-    decision = await require(
-        session,
-        authorizer,
-        principal,
-        Permission.STUDENT_UPDATE,
-        resource_type="student",
-        resource_id=student_id,
-        school_id=student.school_id if student else None,
-        class_id=student.class_id if student else None,
-        student_id=student_id,
-        exists=student is not None,
+    student, decision = await authorize_student(
+        session, authorizer, principal, Permission.STUDENT_UPDATE, student_id
     )
-    assert student is not None
     target_class_id = student.class_id if patch.class_id is msgspec.UNSET else patch.class_id
     if target_class_id != student.class_id:
         target = await session.get(SchoolClass, target_class_id)
