@@ -48,9 +48,6 @@ class Settings:
     login_max_failures_per_client: int = 20
     login_failure_window_seconds: int = 15 * 60
     password_hash_workers: int = 2
-    debug: bool = False
-    # The issuer shown by authenticator apps next to TOTP codes.
-    totp_issuer: str = "casemgr"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -82,7 +79,6 @@ class Settings:
             login_max_failures_per_client=num("CASEMGR_LOGIN_MAX_FAILURES_PER_CLIENT", 20),
             login_failure_window_seconds=num("CASEMGR_LOGIN_FAILURE_WINDOW_SECONDS", 15 * 60),
             password_hash_workers=num("CASEMGR_PASSWORD_HASH_WORKERS", 2),
-            debug=source.get("CASEMGR_DEBUG", "") in ("1", "true", "yes"),
         )
 
     @property

@@ -123,50 +123,21 @@ def test_school_class_and_user_add(cli, db):
     assert actions == ["school:create", "class:create", "user:create", "user:create", "user:create"]
 
 
+SOMEWHERE = uuid.uuid4()  # a school id that does not exist
+
+
 @pytest.mark.parametrize(
-    "args",
+    "command",
     [
-        (
-            "class",
-            "add",
-            "--school-id",
-            str(uuid.uuid4()),
-            "--name",
-            "x",
-            "--grade",
-            "7",
-            "--school-year",
-            "2026-2027",
-        ),
-        (
-            "class",
-            "add",
-            "--school-id",
-            str(uuid.uuid4()),
-            "--name",
-            "x",
-            "--grade",
-            "7",
-            "--school-year",
-            "2026",
-        ),
-        ("user", "add", "--username", "u1", "--role", "teacher", "--password-stdin"),
-        (
-            "user",
-            "add",
-            "--username",
-            "u2",
-            "--role",
-            "auditor",
-            "--school-id",
-            str(uuid.uuid4()),
-            "--password-stdin",
-        ),
+        f"class add --school-id {SOMEWHERE} --name x --grade 7 --school-year 2026-2027",
+        f"class add --school-id {SOMEWHERE} --name x --grade 7 --school-year 2026",
+        "user add --username u1 --role teacher --password-stdin",
+        f"user add --username u2 --role auditor --school-id {SOMEWHERE} --password-stdin",
     ],
 )
-def test_bad_input_exits_2_with_a_message_and_changes_nothing(cli, db, args):
+def test_bad_input_exits_2_with_a_message_and_changes_nothing(cli, db, command):
     before = db.execute("SELECT count(*) FROM audit_events")[0][0]
-    result = cli(*args, input="a long enough password\n", expect=2)
+    result = cli(*command.split(), input="a long enough password\n", expect=2)
     assert "error:" in result.stderr
     assert "Traceback" not in result.stderr
     assert db.execute("SELECT count(*) FROM audit_events")[0][0] == before

@@ -50,8 +50,6 @@ class AuditController(Controller):
             resource_type="audit",
             detail={"count": len(items)},
         )
-        for item in items:
-            item.pop("student_id", None)
         return {"items": items, "next_cursor": next_cursor}
 
     @get("/verify")

@@ -366,7 +366,6 @@ async def list_events(
         c.outcome,
         c.purpose,
         c.emergency,
-        c.student_id,
     )
     if filters.actor_id is not None:
         query = query.where(c.actor_id == filters.actor_id)
@@ -395,7 +394,6 @@ async def list_events(
             "outcome": r.outcome,
             "purpose": r.purpose,
             "emergency": r.emergency,
-            "student_id": r.student_id,
         }
         for r in rows[:limit]
     ]

@@ -48,10 +48,6 @@ def _national_id_index(crypto: Crypto, national_id: str) -> bytes:
     return crypto.blind_index("national_id", national_id)
 
 
-def _seal(cipher: FieldCipher, student_id: uuid.UUID, column: str, value: str) -> bytes:
-    return cipher.seal(TABLE, column, student_id, value)
-
-
 def _open(cipher: FieldCipher, student: Student, column: str) -> str:
     return cipher.open(TABLE, column, student.id, getattr(student, column))
 
@@ -130,10 +126,7 @@ def _seal_columns(
 ) -> None:
     """Seal ``columns`` of ``plain`` into ``student`` and keep its blind indexes in step."""
     for column in columns:
-        value = plain[column]
-        setattr(
-            student, column, None if value is None else _seal(cipher, student.id, column, value)
-        )
+        setattr(student, column, cipher.seal_optional(TABLE, column, student.id, plain[column]))
     if "student_no" in columns:
         student.student_no_bidx = _student_no_index(
             crypto, student.school_id, plain["student_no"] or ""
