@@ -23,6 +23,7 @@ from casemgr.crypto import Crypto, KeyRing
 from casemgr.db import create_engine, create_sessionmaker
 from casemgr.dependencies import (
     provide_authorizer,
+    provide_context,
     provide_crypto,
     provide_db_session,
     provide_principal,
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={
             "db_session": Provide(provide_db_session),
             "principal": Provide(provide_principal),
+            "ctx": Provide(provide_context, sync_to_thread=False),
             "sessions": Provide(provide_sessions, sync_to_thread=False),
             "crypto": Provide(provide_crypto, sync_to_thread=False),
             "authorizer": Provide(provide_authorizer, sync_to_thread=False),

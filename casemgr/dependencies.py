@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casemgr.accounts.services import resolve_token
 from casemgr.authz import Authorizer, Principal
+from casemgr.context import RequestContext
 from casemgr.crypto import Crypto
 from casemgr.errors import Unauthenticated
 from casemgr.settings import Settings
@@ -35,7 +36,7 @@ async def provide_db_session(state: State) -> AsyncGenerator[AsyncSession, None]
 
 
 async def provide_principal(
-    request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]
+    request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession], state: State
 ) -> Principal:
     """The caller behind the bearer token; 401 for a missing, expired or revoked one.
 
@@ -47,13 +48,26 @@ async def provide_principal(
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("A bearer token is required.")
-        principal = await resolve_token(db_session, token.strip())
+        client = request.client.host if request.client else None
+        principal = await resolve_token(
+            db_session,
+            token.strip(),
+            idle_seconds=state.settings.token_idle_seconds,
+            client=client,
+        )
         if principal is None:
             raise Unauthenticated("The token is not valid or has expired.")
     except BaseException:
         await db_session.close()
         raise
     return principal
+
+
+def provide_context(
+    state: State, db_session: NamedDependency[AsyncSession], principal: NamedDependency[Principal]
+) -> RequestContext:
+    """The request's transaction, caller and guards in one object (``casemgr.context``)."""
+    return RequestContext(db_session, state.crypto, state.authorizer, principal, state.settings)
 
 
 def provide_sessions(state: State) -> async_sessionmaker[AsyncSession]:
@@ -81,6 +95,7 @@ def provide_settings(state: State) -> Settings:
 DbSession = NamedDependency[AsyncSession]
 Sessions = NamedDependency[async_sessionmaker[AsyncSession]]
 CurrentPrincipal = NamedDependency[Principal]
+Ctx = NamedDependency[RequestContext]
 CryptoDep = NamedDependency[Crypto]
 AuthorizerDep = NamedDependency[Authorizer]
 SettingsDep = NamedDependency[Settings]

@@ -1,6 +1,13 @@
 """Imports every model so that ``Base.metadata`` is complete (Alembic, drift checks)."""
 
-from casemgr.accounts.models import AuthToken, ClassAssignment, LoginFailure, RoleGrant, User
+from casemgr.accounts.models import (
+    AuthToken,
+    ClassAssignment,
+    KnownClient,
+    LoginThrottle,
+    RoleGrant,
+    User,
+)
 from casemgr.audit.models import AuditCheckpoint, AuditEvent, AuditHead
 from casemgr.crypto.models import DataKey, KeyRotation
 from casemgr.db import Base
@@ -16,7 +23,8 @@ __all__ = [
     "ClassAssignment",
     "DataKey",
     "KeyRotation",
-    "LoginFailure",
+    "KnownClient",
+    "LoginThrottle",
     "RoleGrant",
     "School",
     "SchoolClass",

@@ -5,11 +5,29 @@ Settings hold paths into the key ring, never key bytes, so printing them is safe
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_networks(raw: str, name: str = "CASEMGR_TRUSTED_PROXIES") -> tuple[IPNetwork, ...]:
+    """Comma-separated addresses or CIDR networks (``10.0.0.0/8, ::1``)."""
+    networks = []
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError as exc:
+            raise ValueError(f"{name}: {item!r} is not an address or a CIDR network") from exc
+    return tuple(networks)
 
 
 def normalise_database_url(url: str) -> str:
@@ -43,11 +61,26 @@ class Settings:
     # Audit checkpoints are also written here, outside the database.
     checkpoint_file: Path
     token_ttl_seconds: int = 8 * 3600
+    # A bearer token or UI session unused for this long ends (ASVS 3.3.2).
+    token_idle_seconds: int = 30 * 60
     checkpoint_interval_seconds: int = 300
+    # Where checkpoints also go, beyond the database's reach: syslog://, syslog+tcp://,
+    # http(s):// (an append-only receiver). None: the checkpoint file only.
+    audit_anchor_url: str | None = None
+    # Failures one (account, client) pair may have in a window before it gets 429.
+    login_max_failures_per_pair: int = 5
+    # Failures an account (a client) may have before further attempts wait growing delays.
     login_max_failures_per_account: int = 5
     login_max_failures_per_client: int = 20
     login_failure_window_seconds: int = 15 * 60
+    login_delay_window_seconds: int = 24 * 3600
+    login_delay_base_seconds: float = 1.0
+    login_delay_max_seconds: float = 15 * 60
     password_hash_workers: int = 2
+    # Proxies whose X-Forwarded-For names the client (empty: the socket peer is the client).
+    # Typed loosely: handlers receive Settings through Litestar, whose signature model
+    # cannot convert a union of two custom classes; the values are ``IPNetwork``s.
+    trusted_proxies: tuple[Any, ...] = ()
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -74,11 +107,16 @@ class Settings:
             var_dir=var_dir,
             checkpoint_file=checkpoint_file,
             token_ttl_seconds=num("CASEMGR_TOKEN_TTL_SECONDS", 8 * 3600),
+            token_idle_seconds=num("CASEMGR_TOKEN_IDLE_SECONDS", 30 * 60),
             checkpoint_interval_seconds=num("CASEMGR_AUDIT_CHECKPOINT_SECONDS", 300),
+            audit_anchor_url=source.get("CASEMGR_AUDIT_ANCHOR_URL") or None,
+            login_max_failures_per_pair=num("CASEMGR_LOGIN_MAX_FAILURES_PER_PAIR", 5),
             login_max_failures_per_account=num("CASEMGR_LOGIN_MAX_FAILURES_PER_ACCOUNT", 5),
             login_max_failures_per_client=num("CASEMGR_LOGIN_MAX_FAILURES_PER_CLIENT", 20),
             login_failure_window_seconds=num("CASEMGR_LOGIN_FAILURE_WINDOW_SECONDS", 15 * 60),
+            login_delay_max_seconds=num("CASEMGR_LOGIN_DELAY_MAX_SECONDS", 15 * 60),
             password_hash_workers=num("CASEMGR_PASSWORD_HASH_WORKERS", 2),
+            trusted_proxies=parse_networks(source.get("CASEMGR_TRUSTED_PROXIES", "")),
         )
 
     @property

@@ -55,6 +55,15 @@ async def _pg_admin(*statements: str) -> None:
         await conn.close()
 
 
+@pytest.fixture(autouse=True)
+def _real_time_again() -> Iterator[None]:
+    """Whatever a test does to the clock ends with it."""
+    yield
+    from casemgr import clock
+
+    clock.reset()
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "template.db"

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, post
@@ -9,14 +9,16 @@ from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 
 from casemgr.accounts import services
+from casemgr.accounts.policy import MAX_PASSWORD_LENGTH
 from casemgr.dependencies import CryptoDep, CurrentPrincipal, DbSession, Sessions, SettingsDep
 
 
 class LoginIn(msgspec.Struct):
     # Every field is optional here so that a missing one fails like a wrong one: 401.
-    username: str = ""
-    password: str = ""
-    totp: str | None = None
+    # Over-long values are refused (422), never cut: a cut password would match another.
+    username: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    password: Annotated[str, msgspec.Meta(max_length=MAX_PASSWORD_LENGTH)] = ""
+    totp: Annotated[str, msgspec.Meta(max_length=16)] | None = None
 
 
 class LoginOut(msgspec.Struct):
@@ -43,8 +45,8 @@ class AuthController(Controller):
             sessions,
             crypto,
             settings,
-            username=data.username[:200],
-            password=data.password[:1024],
+            username=data.username,
+            password=data.password,
             totp=data.totp,
             client=client,
         )

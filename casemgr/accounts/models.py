@@ -55,17 +55,35 @@ class AuthToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Refreshed as the token is used (at most once a minute): the idle timeout counts from it.
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-class LoginFailure(Base):
-    """One failed login, counted per account and per client to throttle guessing.
+class LoginThrottle(Base):
+    """Login attempts counted under one key: an (account, client) pair, an account, a client.
 
-    ``key`` is a keyed digest (of the username typed, or of the client address), so the
-    table never holds what people typed.
+    ``key`` is a keyed digest of what it counts (the username typed, the client address or
+    both), so the table never holds what people typed. An attempt is *reserved* by one
+    atomic upsert before the password is checked, and released again when it succeeds, so
+    parallel guesses cannot all slip in before any of them is counted.
     """
 
-    __tablename__ = "login_failures"
+    __tablename__ = "login_throttle"
 
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
-    key: Mapped[bytes] = mapped_column(LargeBinary(16), index=True)
-    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    key: Mapped[bytes] = mapped_column(LargeBinary(16), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class KnownClient(Base):
+    """A client an account logged in from successfully: failures elsewhere do not slow it.
+
+    Both columns are keyed digests, like ``LoginThrottle.key``.
+    """
+
+    __tablename__ = "login_known_clients"
+
+    account_key: Mapped[bytes] = mapped_column(LargeBinary(16), primary_key=True)
+    client_key: Mapped[bytes] = mapped_column(LargeBinary(16), primary_key=True)
+    last_success_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

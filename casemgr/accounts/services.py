@@ -12,12 +12,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pyotp
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casemgr import audit
-from casemgr.accounts import passwords
-from casemgr.accounts.models import AuthToken, ClassAssignment, LoginFailure, RoleGrant, User
+from casemgr.accounts import passwords, throttle
+from casemgr.accounts.models import AuthToken, ClassAssignment, RoleGrant, User
+from casemgr.accounts.policy import (
+    normalise_username,
+    password_problem,
+    username_problem,
+)
 from casemgr.authz import BUREAU_ROLES, SECOND_FACTOR_ROLES, Grant, Principal, Role
 from casemgr.authz.core import CONTENT_ROLES
 from casemgr.crypto import Crypto
@@ -27,7 +32,6 @@ from casemgr.schools.models import School, SchoolClass
 from casemgr.settings import Settings
 
 ACCOUNTS_KEY_LABEL = "system:accounts"
-MIN_PASSWORD_LENGTH = 12
 TOTP_STEP_SECONDS = 30
 
 
@@ -83,13 +87,11 @@ async def create_user(
 ) -> NewUser:
     """Create a staff account holding one role. Returns the TOTP secret once, if any."""
     errors = []
-    username = username.strip()
-    if not username or len(username) > 64 or not username.isprintable() or " " in username:
-        errors.append({"field": "username", "message": "1-64 characters, no spaces"})
-    if len(password) < MIN_PASSWORD_LENGTH:
-        errors.append(
-            {"field": "password", "message": f"at least {MIN_PASSWORD_LENGTH} characters"}
-        )
+    username = normalise_username(username)
+    if problem := username_problem(username):
+        errors.append({"field": "username", "message": problem})
+    if problem := password_problem(password, username):
+        errors.append({"field": "password", "message": problem})
     if scope_problem := _scope_problem(role, school_id):
         errors.append(scope_problem)
     if class_ids and role is not Role.CLASS_TEACHER:
@@ -186,10 +188,6 @@ def _token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def _throttle_key(crypto: Crypto, kind: str, value: str) -> bytes:
-    return crypto.blind_index("login-throttle", value.casefold(), kind)[:16]
-
-
 @dataclass(frozen=True)
 class LoginResult:
     token: str
@@ -197,19 +195,8 @@ class LoginResult:
     user: dict[str, object]
 
 
-async def _failures_since(session: AsyncSession, key: bytes, since: datetime) -> int:
-    return int(
-        await session.scalar(
-            select(func.count())
-            .select_from(LoginFailure)
-            .where(LoginFailure.key == key, LoginFailure.at >= since)
-        )
-        or 0
-    )
-
-
 def _matching_totp_step(secret: str, code: str, now: float) -> int | None:
-    if not code or not code.isdigit() or len(code) != 6:
+    if not code or not code.isascii() or not code.isdigit() or len(code) != 6:
         return None
     totp = pyotp.TOTP(secret)
     current = int(now // TOTP_STEP_SECONDS)
@@ -238,6 +225,17 @@ async def _use_totp_step(session: AsyncSession, user_id: uuid.UUID, step: int) -
     return spent is not None
 
 
+async def _login_denied(session: AsyncSession, user: User | None, reason: str, client: str) -> None:
+    await audit.record(
+        session,
+        audit.Action.LOGIN,
+        actor=audit.Actor(user_id=user.id if user else None, role=None, client=client),
+        resource_type="session",
+        outcome=audit.DENY,
+        detail={"reason": reason},
+    )
+
+
 async def login(
     sessions: async_sessionmaker[AsyncSession],
     crypto: Crypto,
@@ -250,47 +248,35 @@ async def login(
 ) -> LoginResult:
     """Check credentials and issue a bearer token; every failure looks the same.
 
-    Runs its own short transactions around the slow part (Argon2 takes tens of
-    milliseconds; on SQLite an open transaction holds the write lock), and commits the
-    trace of a failure although the call then raises.
+    1. One short transaction reserves the attempt (``casemgr.accounts.throttle``) and
+       loads the account; a refused reservation is audited and answered 429.
+    2. Argon2 runs with no transaction open (it takes tens of milliseconds, and on SQLite
+       an open transaction holds the write lock).
+    3. A second transaction checks the second factor (its secret is decrypted only after
+       the password matched), spends the code, and either issues the token and releases
+       the reservation, or keeps the reservation as a failure. Either way it is audited.
     """
-    now = utcnow()
-    window_start = now - timedelta(seconds=settings.login_failure_window_seconds)
-    account_key = _throttle_key(crypto, "account", username)
-    client_key = _throttle_key(crypto, "client", client)
-
+    username = normalise_username(username)
+    keys = throttle.Keys.of(crypto, username, client)
     async with sessions() as session, session.begin():
-        throttled = (
-            await _failures_since(session, account_key, window_start)
-            >= settings.login_max_failures_per_account
-            or await _failures_since(session, client_key, window_start)
-            >= settings.login_max_failures_per_client
-        )
-        user = await session.scalar(
-            select(User).where(User.username == username, User.is_active.is_(True))
-        )
-        grants: tuple[Grant, ...] = ()
-        secret: str | None = None
-        if throttled:
-            await audit.record(
-                session,
-                audit.Action.LOGIN,
-                actor=audit.Actor(user_id=user.id if user else None, role=None),
-                resource_type="session",
-                outcome=audit.DENY,
-                detail={"reason": "throttled"},
+        user = (
+            await session.scalar(
+                select(User).where(User.username == username, User.is_active.is_(True))
             )
-        elif user is not None:
-            grants = await _grants(session, user.id)
-            if user.totp_secret is not None:
-                cipher = await crypto.system_cipher(session, ACCOUNTS_KEY_LABEL)
-                secret = cipher.open(*_totp_field(user.id), user.totp_secret)
-    if throttled:
-        raise TooManyAttempts(retry_after=settings.login_failure_window_seconds)
+            if username_problem(username) is None
+            else None
+        )
+        try:
+            reservation = await throttle.admit(session, settings, keys)
+        except throttle.Throttled as exc:
+            retry_after = exc.retry_after
+            reservation = None
+            await _login_denied(session, user, "throttled", client)
+    if reservation is None:
+        raise TooManyAttempts(retry_after=retry_after)
 
     reason: str | None = None
     new_hash: str | None = None
-    step: int | None = None
     if user is None:
         await passwords.burn_verification(password)
         reason = "credentials"
@@ -298,61 +284,86 @@ async def login(
         matches, needs_rehash = await passwords.verify_password(user.password_hash, password)
         if not matches:
             reason = "credentials"
-        elif secret is None:
-            # A second-factor role given to an account that never enrolled must not let
-            # the password alone through.
-            if any(g.role in SECOND_FACTOR_ROLES for g in grants):
-                reason = "second_factor_not_enrolled"
-        elif (step := _matching_totp_step(secret, totp or "", time.time())) is None:
-            reason = "second_factor"
-        if reason is None and needs_rehash:
+        elif needs_rehash:
             new_hash = await passwords.hash_password(password)
 
     async with sessions() as session, session.begin():
+        grants: tuple[Grant, ...] = ()
         if reason is None:
             assert user is not None
-            if step is not None and not await _use_totp_step(session, user.id, step):
-                reason = "second_factor"  # the code was used already (a replay)
+            grants = await _grants(session, user.id)
+            reason = await _second_factor_problem(session, crypto, user, grants, totp)
         if reason is not None:
-            session.add(LoginFailure(key=account_key, at=now))
-            session.add(LoginFailure(key=client_key, at=now))
-            # Forget failures older than any window still being counted.
-            await session.execute(delete(LoginFailure).where(LoginFailure.at < window_start))
-            await audit.record(
-                session,
-                audit.Action.LOGIN,
-                actor=audit.Actor(user_id=user.id if user else None, role=None),
-                resource_type="session",
-                outcome=audit.DENY,
-                detail={"reason": reason},
-            )
+            await throttle.forget_old(session, settings)
+            await _login_denied(session, user, reason, client)
         else:
             assert user is not None
+            await throttle.succeeded(session, reservation)
             if new_hash is not None:
                 await session.execute(
                     update(User).where(User.id == user.id).values(password_hash=new_hash)
                 )
-            token = secrets.token_urlsafe(32)
-            expires_at = now + timedelta(seconds=settings.token_ttl_seconds)
-            token_id = new_id()
-            session.add(
-                AuthToken(
-                    id=token_id,
-                    user_id=user.id,
-                    token_hash=_token_digest(token),
-                    expires_at=expires_at,
-                )
+            token, expires_at, token_id = await issue_token(
+                session, settings, user.id, client=client
             )
             await audit.record(
                 session,
                 audit.Action.LOGIN,
-                actor=audit.Actor(user_id=user.id, role=grants[0].role.value if grants else None),
+                actor=audit.Actor(
+                    user_id=user.id,
+                    role=grants[0].role.value if grants else None,
+                    client=client,
+                ),
                 resource_type="session",
                 resource_id=token_id,
             )
     if reason is not None or user is None:
         raise LoginFailed()
     return LoginResult(token=token, expires_at=expires_at, user=user_summary(user, grants))
+
+
+async def _second_factor_problem(
+    session: AsyncSession,
+    crypto: Crypto,
+    user: User,
+    grants: Sequence[Grant],
+    code: str | None,
+) -> str | None:
+    """Why the second factor fails (None: it passed, or the account needs none yet)."""
+    if user.totp_secret is None:
+        # A second-factor role given to an account that never enrolled must not let the
+        # password alone through.
+        if any(g.role in SECOND_FACTOR_ROLES for g in grants):
+            return "second_factor_not_enrolled"
+        return None
+    cipher = await crypto.system_cipher(session, ACCOUNTS_KEY_LABEL)
+    secret = cipher.open(*_totp_field(user.id), user.totp_secret)
+    step = _matching_totp_step(secret, code or "", time.time())
+    if step is None:
+        return "second_factor"
+    if not await _use_totp_step(session, user.id, step):
+        return "second_factor"  # the code was used already (a replay)
+    return None
+
+
+async def issue_token(
+    session: AsyncSession, settings: Settings, user_id: uuid.UUID, *, client: str | None = None
+) -> tuple[str, datetime, uuid.UUID]:
+    """A new bearer token for ``user_id``: (token, expires_at, token id)."""
+    now = utcnow()
+    token = secrets.token_urlsafe(32)
+    expires_at = now + timedelta(seconds=settings.token_ttl_seconds)
+    token_id = new_id()
+    session.add(
+        AuthToken(
+            id=token_id,
+            user_id=user_id,
+            token_hash=_token_digest(token),
+            expires_at=expires_at,
+            last_used_at=now,
+        )
+    )
+    return token, expires_at, token_id
 
 
 def user_summary(user: User, grants: Sequence[Grant]) -> dict[str, object]:
@@ -372,23 +383,45 @@ async def _grants(session: AsyncSession, user_id: uuid.UUID) -> tuple[Grant, ...
     return tuple(Grant(Role(role), school_id) for role, school_id in rows)
 
 
-async def resolve_token(session: AsyncSession, token: str) -> Principal | None:
-    """The principal behind a live token, or None (expired, revoked, unknown, inactive)."""
-    row = (
-        await session.execute(
-            select(AuthToken.id, User.id, User.username)
-            .join(User, User.id == AuthToken.user_id)
-            .where(
-                AuthToken.token_hash == _token_digest(token),
-                AuthToken.revoked_at.is_(None),
-                AuthToken.expires_at > utcnow(),
-                User.is_active.is_(True),
-            )
+TOKEN_TOUCH_SECONDS = 60
+
+
+async def resolve_token(
+    session: AsyncSession,
+    token: str,
+    *,
+    idle_seconds: int | None = None,
+    client: str | None = None,
+) -> Principal | None:
+    """The principal behind a live token, or None (expired, idle, revoked, unknown, inactive).
+
+    A token unused for ``idle_seconds`` is dead even before it expires; use refreshes its
+    last-used time (at most once a minute, to spare the database a write per request).
+    """
+    now = utcnow()
+    query = (
+        select(AuthToken.id, User.id, User.username, AuthToken.last_used_at)
+        .join(User, User.id == AuthToken.user_id)
+        .where(
+            AuthToken.token_hash == _token_digest(token),
+            AuthToken.revoked_at.is_(None),
+            AuthToken.expires_at > now,
+            User.is_active.is_(True),
         )
-    ).one_or_none()
+    )
+    if idle_seconds:
+        query = query.where(
+            func.coalesce(AuthToken.last_used_at, AuthToken.created_at)
+            > now - timedelta(seconds=idle_seconds)
+        )
+    row = (await session.execute(query)).one_or_none()
     if row is None:
         return None
-    token_id, user_id, username = row
+    token_id, user_id, username, last_used_at = row
+    if last_used_at is None or (now - last_used_at).total_seconds() > TOKEN_TOUCH_SECONDS:
+        await session.execute(
+            update(AuthToken).where(AuthToken.id == token_id).values(last_used_at=now)
+        )
     grants = await _grants(session, user_id)
     class_ids = frozenset(
         await session.scalars(
@@ -396,7 +429,12 @@ async def resolve_token(session: AsyncSession, token: str) -> Principal | None:
         )
     )
     return Principal(
-        user_id=user_id, username=username, grants=grants, class_ids=class_ids, token_id=token_id
+        user_id=user_id,
+        username=username,
+        grants=grants,
+        class_ids=class_ids,
+        token_id=token_id,
+        client=client,
     )
 
 

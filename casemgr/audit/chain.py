@@ -37,31 +37,34 @@ def event_hash(
     purpose: str | None,
     emergency: bool,
     detail: str | None,
+    client_addr: str | None = None,
 ) -> bytes:
     """SHA-256 over the previous hash and an unambiguous encoding of every column.
 
     The columns are encoded as one JSON array by msgspec, natively: ids as canonical
     UUID strings, ``at`` as RFC 3339 in UTC. That keeps the encoding independent of the
-    backend's storage and fast enough to verify millions of events.
+    backend's storage and fast enough to verify millions of events. ``client_addr`` came
+    later: events without one hash as they always did (a 13-element array), events with
+    one as a 14-element array, so the two can never be confused.
     """
-    body = _encode(
-        (
-            seq,
-            at,
-            actor_id,
-            role,
-            school_id,
-            action,
-            resource_type,
-            resource_id,
-            student_id,
-            outcome,
-            purpose,
-            emergency,
-            detail,
-        )
+    columns: tuple[object, ...] = (
+        seq,
+        at,
+        actor_id,
+        role,
+        school_id,
+        action,
+        resource_type,
+        resource_id,
+        student_id,
+        outcome,
+        purpose,
+        emergency,
+        detail,
     )
-    return hashlib.sha256(prev_hash + body).digest()
+    if client_addr is not None:
+        columns = (*columns, client_addr)
+    return hashlib.sha256(prev_hash + _encode(columns)).digest()
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:

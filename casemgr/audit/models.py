@@ -33,6 +33,8 @@ class AuditEvent(Base):
     emergency: Mapped[bool] = mapped_column(Boolean, default=False)
     # Canonical JSON of non-content facts (a status code, a count, a reason code).
     detail: Mapped[str | None] = mapped_column(Text)
+    # The network address the request came from (the real peer, or a trusted proxy's client).
+    client_addr: Mapped[str | None] = mapped_column(String(45))
     prev_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     hash: Mapped[bytes] = mapped_column(LargeBinary(32))
 

@@ -78,6 +78,7 @@ class Actor:
     user_id: uuid.UUID | None
     role: str | None
     school_id: uuid.UUID | None = None
+    client: str | None = None
 
 
 SYSTEM = Actor(user_id=None, role="system")
@@ -132,6 +133,7 @@ async def record(
         "purpose": purpose or default_purpose(str(action)),
         "emergency": emergency,
         "detail": None if not detail else _encode_detail(detail).decode(),
+        "client_addr": actor.client,
     }
     chained = event_hash(bytes(head.last_hash), **values)
     await session.execute(
@@ -280,6 +282,7 @@ async def verify_chain(
             c.purpose,
             c.emergency,
             c.detail,
+            c.client_addr,
             c.prev_hash,
             c.hash,
         )
@@ -292,9 +295,9 @@ async def verify_chain(
             if seq != expected:
                 chain_bad, reason = expected, f"sequence gap: expected {expected}, found {seq}"
                 break
-            stored_prev = bytes(row[13])
-            computed = event_hash(prev, *row[:13])
-            if stored_prev != prev or bytes(row[14]) != computed:
+            stored_prev = bytes(row[14])
+            computed = event_hash(prev, *row[:14])
+            if stored_prev != prev or bytes(row[15]) != computed:
                 chain_bad, reason = seq, "event does not match the chain"
                 break
             if seq in wanted:

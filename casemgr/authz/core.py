@@ -90,7 +90,14 @@ class Principal:
     grants: tuple[Grant, ...]
     class_ids: frozenset[uuid.UUID] = frozenset()
     paired_student_ids: frozenset[uuid.UUID] = frozenset()
+    # Students reached under a live emergency-access grant (SPEC P6).
+    emergency_student_ids: frozenset[uuid.UUID] = frozenset()
     token_id: uuid.UUID | None = field(default=None, compare=False)
+    # The caller's network address (the socket peer, or a trusted proxy's client).
+    client: str | None = field(default=None, compare=False)
+    # A one-time password not yet changed, or a required second factor not yet enrolled:
+    # the token reaches only the routes that fix that.
+    restricted: bool = field(default=False, compare=False)
 
     @property
     def roles(self) -> frozenset[Role]:
@@ -104,12 +111,20 @@ class Principal:
     def primary_role(self) -> Role | None:
         return self.grants[0].role if self.grants else None
 
+    def roles_in(self, school_id: uuid.UUID | None) -> frozenset[Role]:
+        """Roles that hold in ``school_id`` (bureau roles hold everywhere)."""
+        return frozenset(
+            g.role for g in self.grants if g.school_id is None or g.school_id == school_id
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     allowed: bool
     status: int  # 200 allowed, 403 never allowed for the caller's roles, 404 out of reach
     role: Role | None = None
+    # Allowed only through an emergency-access grant: every event under it is flagged.
+    emergency: bool = False
 
     @property
     def forbidden(self) -> bool:
@@ -154,16 +169,26 @@ class Authorizer:
         class_id: uuid.UUID | None = None,
         student_id: uuid.UUID | None = None,
     ) -> Decision:
-        """Decide ``perm`` on a record of ``school_id`` (and class, student when it has them)."""
+        """Decide ``perm`` on a record of ``school_id`` (and class, student when it has them).
+
+        A live emergency grant on ``student_id`` lets a content role of the student's
+        school act on that student as a class teacher would (SPEC P6), flagged.
+        """
         holding = [g for g in principal.grants if perm in self._role_permissions[g.role]]
-        if not holding:
-            return FORBIDDEN
         for grant in holding:
             if grant.school_id is not None and grant.school_id != school_id:
                 continue
             if self._within_reach(principal, grant.role, class_id, student_id):
                 return Decision(True, 200, grant.role)
-        return OUT_OF_REACH
+        if (
+            student_id is not None
+            and student_id in principal.emergency_student_ids
+            and perm in self._role_permissions[Role.CLASS_TEACHER]
+        ):
+            for grant in principal.grants:
+                if grant.school_id == school_id and grant.role in CONTENT_ROLES:
+                    return Decision(True, 200, grant.role, emergency=True)
+        return OUT_OF_REACH if holding else FORBIDDEN
 
     @staticmethod
     def _within_reach(

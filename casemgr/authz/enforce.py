@@ -19,7 +19,10 @@ def actor_of(
 ) -> audit.Actor:
     role = decision.role if decision and decision.role else principal.primary_role
     return audit.Actor(
-        user_id=principal.user_id, role=role.value if role else None, school_id=school_id
+        user_id=principal.user_id,
+        role=role.value if role else None,
+        school_id=school_id,
+        client=principal.client,
     )
 
 

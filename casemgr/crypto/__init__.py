@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,8 +18,8 @@ from casemgr.crypto.envelope import (
     FieldCipher,
     blind_index,
     new_data_key,
-    unwrap_data_key,
-    wrap_data_key,
+    unwrap_with,
+    wrap_with,
 )
 from casemgr.crypto.keyring import KeyRing, KeyRingError, create_key_ring
 from casemgr.crypto.models import DataKey
@@ -42,6 +43,16 @@ class DataKeyDestroyed(DecryptionError):
 class Crypto:
     def __init__(self, keyring: KeyRing) -> None:
         self.keyring = keyring
+        # One AEAD object per KEK version: building one costs more than an unwrap.
+        self._kek_aeads: dict[int, tuple[bytes, AESGCM]] = {}
+
+    def kek_aead(self, version: int) -> AESGCM:
+        kek = self.keyring.kek(version)
+        cached = self._kek_aeads.get(version)
+        if cached is None or cached[0] != kek:
+            cached = (kek, AESGCM(kek))
+            self._kek_aeads[version] = cached
+        return cached[1]
 
     def new_data_key(
         self, session: AsyncSession, purpose: str, label: str | None = None
@@ -56,7 +67,7 @@ class Crypto:
                 purpose=purpose,
                 label=label,
                 kek_version=version,
-                wrapped=wrap_data_key(self.keyring.kek(version), version, key_id, raw),
+                wrapped=wrap_with(self.kek_aead(version), version, key_id, raw),
             )
         )
         return FieldCipher(key_id, raw)
@@ -66,7 +77,7 @@ class Crypto:
     ) -> FieldCipher:
         if wrapped is None or kek_version is None:
             raise DataKeyDestroyed("the data key was destroyed")
-        return FieldCipher(key_id, unwrap_data_key(self.keyring.kek(kek_version), key_id, wrapped))
+        return FieldCipher(key_id, unwrap_with(self.kek_aead(kek_version), key_id, wrapped))
 
     async def cipher(self, session: AsyncSession, key_id: uuid.UUID) -> FieldCipher:
         row = (
@@ -85,8 +96,11 @@ class Crypto:
         if not key_ids:
             return {}
         rows = await session.execute(
-            select(DataKey.id, DataKey.kek_version, DataKey.wrapped).where(DataKey.id.in_(key_ids))
+            select(DataKey.id, DataKey.kek_version, DataKey.wrapped).where(
+                DataKey.id.in_(key_ids), DataKey.wrapped.is_not(None)
+            )
         )
+        # Destroyed keys are left out: what they sealed is gone.
         return {r.id: self.open_data_key(r.id, r.kek_version, r.wrapped) for r in rows}
 
     async def system_cipher(self, session: AsyncSession, label: str) -> FieldCipher:
@@ -118,4 +132,16 @@ class Crypto:
         )
 
     def blind_index(self, kind: str, value: str, scope: str = "") -> bytes:
+        """The index under the current blind-index key (what new rows store)."""
         return blind_index(self.keyring.blind_index_key, kind, value, scope)
+
+    def blind_indexes(self, kind: str, value: str, scope: str = "") -> list[bytes]:
+        """The index under every blind-index key in the ring, current first.
+
+        Lookups match any of them, so they keep working while ``keys rotate
+        --blind-index`` moves rows from the old key to the new one.
+        """
+        return [
+            blind_index(key, kind, value, scope)
+            for _, key in sorted(self.keyring.blind_index_keys.items(), reverse=True)
+        ]

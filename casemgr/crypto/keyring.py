@@ -1,7 +1,8 @@
 """The key ring: key files on disk, outside the database.
 
 Layout (``keys/``): ``kek-NNNN.key`` (versioned key-encryption keys, the highest is current),
-``blind-index.key`` (HMAC key for blind indexes), ``audit-signing.key`` and
+``blind-index.key`` (HMAC key for blind indexes, version 1) and ``blind-index-NNNN.key``
+(later versions, after ``keys rotate --blind-index``), ``audit-signing.key`` and
 ``audit-signing.pub`` (Ed25519 pair that signs audit checkpoints). Every file is 0600 and
 the ring refuses to load when any of them is readable by group or others.
 """
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 KEY_BYTES = 32
 KEK_PATTERN = re.compile(r"^kek-(\d{4,})\.key$")
 BLIND_INDEX_FILE = "blind-index.key"
+BLIND_INDEX_PATTERN = re.compile(r"^blind-index-(\d{4,})\.key$")
 AUDIT_SIGNING_FILE = "audit-signing.key"
 AUDIT_PUBLIC_FILE = "audit-signing.pub"
 
@@ -101,6 +103,19 @@ def create_key_ring(keys_dir: Path) -> list[str]:
     return created
 
 
+def blind_index_name(version: int) -> str:
+    return BLIND_INDEX_FILE if version == 1 else f"blind-index-{version:04d}.key"
+
+
+def _blind_index_versions(keys_dir: Path) -> list[int]:
+    versions = [1] if (keys_dir / BLIND_INDEX_FILE).exists() else []
+    for path in keys_dir.iterdir():
+        match = BLIND_INDEX_PATTERN.match(path.name)
+        if match:
+            versions.append(int(match.group(1)))
+    return sorted(versions)
+
+
 def _kek_versions(keys_dir: Path) -> list[int]:
     versions = []
     for path in keys_dir.iterdir():
@@ -124,12 +139,14 @@ class KeyRing:
         check_permissions(keys_dir)
         self._lock = threading.Lock()
         self._keks: dict[int, bytes] = {}
+        self._blind_index_keys: dict[int, bytes] = {}
         self._dir_mtime_ns = -1
         self._refresh()
         if not self._keks:
             raise KeyRingError(f"no key-encryption key in {keys_dir}: run 'casemgr init' first")
+        if not self._blind_index_keys:
+            raise KeyRingError(f"incomplete key ring in {keys_dir}: no {BLIND_INDEX_FILE}")
         try:
-            self.blind_index_key = _decode_key(keys_dir / BLIND_INDEX_FILE)
             pem = (keys_dir / AUDIT_SIGNING_FILE).read_bytes()
         except FileNotFoundError as exc:
             raise KeyRingError(f"incomplete key ring in {keys_dir}: {exc.filename}") from exc
@@ -149,6 +166,10 @@ class KeyRing:
             for version in _kek_versions(self.keys_dir):
                 keks[version] = _decode_key(self.keys_dir / _kek_name(version))
             self._keks = keks
+            self._blind_index_keys = {
+                version: _decode_key(self.keys_dir / blind_index_name(version))
+                for version in _blind_index_versions(self.keys_dir)
+            }
             self._dir_mtime_ns = mtime
 
     @property
@@ -170,6 +191,31 @@ class KeyRing:
             raise KeyRingError(
                 f"key-encryption key version {version} is not in the key ring"
             ) from None
+
+    @property
+    def blind_index_version(self) -> int:
+        self._refresh()
+        return max(self._blind_index_keys)
+
+    @property
+    def blind_index_key(self) -> bytes:
+        """The current blind-index key: new rows are indexed with it."""
+        self._refresh()
+        return self._blind_index_keys[max(self._blind_index_keys)]
+
+    @property
+    def blind_index_keys(self) -> dict[int, bytes]:
+        """Every blind-index key version present (two while a rotation is under way)."""
+        self._refresh()
+        return dict(self._blind_index_keys)
+
+    def add_blind_index_version(self, version: int) -> None:
+        """Create blind-index key ``version`` unless it exists (idempotent for resumption)."""
+        path = self.keys_dir / blind_index_name(version)
+        if not path.exists():
+            _write_secret_file(path, _encode_key(secrets.token_bytes(KEY_BYTES)))
+        self._dir_mtime_ns = -1
+        self._refresh()
 
     def kek_path(self, version: int) -> Path:
         return self.keys_dir / _kek_name(version)

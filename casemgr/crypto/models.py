@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Integer, LargeBinary, String, Uuid
+from sqlalchemy import Integer, LargeBinary, String, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from casemgr.db import Base, UTCDateTime, new_id, utcnow
@@ -31,12 +31,17 @@ class DataKey(Base):
 
 
 class KeyRotation(Base):
-    """One run of ``casemgr keys rotate``; an unfinished row is resumed by the next run."""
+    """One run of ``casemgr keys rotate``; an unfinished row is resumed by the next run.
+
+    ``kind`` is ``kek`` (rewrap data keys) or ``blind_index`` (recompute lookup indexes).
+    """
 
     __tablename__ = "key_rotations"
+    __table_args__ = (UniqueConstraint("kind", "target_version"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    target_version: Mapped[int] = mapped_column(Integer, unique=True)
+    kind: Mapped[str] = mapped_column(String(16), default="kek", server_default="kek")
+    target_version: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     rewrapped: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,16 +1,18 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import ForeignKey, LargeBinary, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
+from casemgr.crypto.sealed import sealed
 from casemgr.db import Base, UTCDateTime, new_id, utcnow
+from casemgr.students.schemas import Guardian
 
 
 class Student(Base):
-    """A student. Every personal field is ciphertext (see ``casemgr.crypto``).
+    """A student. Every personal field is ciphertext (see ``casemgr.crypto.sealed``).
 
     Only organisational columns stay in clear: school, class, the random neutral ``code``
     and the keyed blind indexes used for exact lookup.
@@ -23,14 +25,18 @@ class Student(Base):
     class_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("classes.id"), index=True)
     code: Mapped[str] = mapped_column(String(16), unique=True)
     data_key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("data_keys.id"), unique=True)
-    full_name: Mapped[bytes] = mapped_column(LargeBinary)
-    gender: Mapped[bytes] = mapped_column(LargeBinary)
-    birth_date: Mapped[bytes] = mapped_column(LargeBinary)
-    student_no: Mapped[bytes] = mapped_column(LargeBinary)
+    full_name: Mapped[bytes] = sealed(str)
+    gender: Mapped[bytes] = sealed(str)
+    birth_date: Mapped[bytes] = sealed(date)
+    student_no: Mapped[bytes] = sealed(str)
     student_no_bidx: Mapped[bytes] = mapped_column(LargeBinary(8), index=True)
-    national_id: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Absent IDs seal their absence and get a random index, so no column says who has one.
+    national_id: Mapped[bytes | None] = sealed(str, optional=True, absent_index="national_id_bidx")
     national_id_bidx: Mapped[bytes | None] = mapped_column(LargeBinary(8), index=True)
-    address: Mapped[bytes | None] = mapped_column(LargeBinary)
-    guardians: Mapped[bytes | None] = mapped_column(LargeBinary)
+    address: Mapped[bytes | None] = sealed(str, optional=True, min_bucket=128)
+    # Up to six guardians fit the 512-byte bucket: the count does not show.
+    guardians: Mapped[bytes | None] = sealed(list[Guardian], optional=True, min_bucket=512)
+    # Version of the blind-index key the two indexes were made with (key rotation).
+    bidx_version: Mapped[int] = mapped_column(default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -35,6 +35,7 @@ HASHED = (
     "purpose",
     "emergency",
     "detail",
+    "client_addr",
 )
 ACTOR = audit.Actor(
     user_id=uuid.UUID("00000000-0000-4000-8000-00000000a001"),

@@ -35,18 +35,18 @@ class DecryptionProbe:
 def decryptions(monkeypatch: pytest.MonkeyPatch) -> Iterator[DecryptionProbe]:
     probe = DecryptionProbe()
     unwrap = Crypto.open_data_key
-    open_bytes = FieldCipher.open_bytes
+    open_payload = FieldCipher.open_payload
 
     def counting_unwrap(self: Crypto, *args: Any, **kwargs: Any) -> FieldCipher:
         probe.unwraps += 1
         return unwrap(self, *args, **kwargs)
 
-    def counting_open(self: FieldCipher, *args: Any, **kwargs: Any) -> bytes:
+    def counting_open(self: FieldCipher, *args: Any, **kwargs: Any) -> bytes | None:
         probe.opens += 1
-        return open_bytes(self, *args, **kwargs)
+        return open_payload(self, *args, **kwargs)
 
     monkeypatch.setattr(Crypto, "open_data_key", counting_unwrap)
-    monkeypatch.setattr(FieldCipher, "open_bytes", counting_open)
+    monkeypatch.setattr(FieldCipher, "open_payload", counting_open)
     yield probe
 
 

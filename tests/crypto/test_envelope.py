@@ -7,16 +7,21 @@ import os
 import uuid
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from casemgr.crypto.envelope import (
     ALG_AES_256_GCM,
     BLIND_INDEX_BYTES,
     FIELD_HEADER_BYTES,
     FORMAT_V1,
+    FORMAT_V2,
+    MIN_BUCKET,
     NONCE_BYTES,
     DecryptionError,
     FieldCipher,
     blind_index,
+    bucket_size,
+    field_format,
     key_id_of,
     new_data_key,
     unwrap_data_key,
@@ -44,10 +49,74 @@ def test_seal_then_open_returns_the_value(cipher: FieldCipher, value: str) -> No
 def test_ciphertext_layout_has_versioned_header_nonce_and_tag(cipher: FieldCipher) -> None:
     value = "王小明"
     blob = cipher.seal("students", "full_name", ROW, value)
-    assert blob[0] == FORMAT_V1
+    assert blob[0] == FORMAT_V2
     assert blob[1] == ALG_AES_256_GCM
     assert key_id_of(blob) == cipher.key_id
-    assert len(blob) == FIELD_HEADER_BYTES + NONCE_BYTES + len(value.encode()) + TAG_BYTES
+    # The plaintext is padded to its 32-byte bucket before sealing.
+    assert len(blob) == FIELD_HEADER_BYTES + NONCE_BYTES + MIN_BUCKET + TAG_BYTES
+
+
+def _seal_v1(cipher: FieldCipher, key: bytes, column: str, value: str) -> bytes:
+    """A format-1 ciphertext as the foundation wrote it: unpadded plaintext."""
+    header = bytes((FORMAT_V1, ALG_AES_256_GCM)) + cipher.key_id.bytes
+    nonce = os.urandom(NONCE_BYTES)
+    aad = header + b"|" + f"students.{column}.{ROW}".encode()
+    return header + nonce + AESGCM(key).encrypt(nonce, value.encode(), aad)
+
+
+def test_format_1_ciphertexts_still_open() -> None:
+    key = new_data_key()
+    cipher = FieldCipher(uuid.uuid4(), key)
+    old = _seal_v1(cipher, key, "full_name", "王小明")
+    assert field_format(old) == FORMAT_V1
+    assert cipher.open("students", "full_name", ROW, old) == "王小明"
+    assert cipher.open_optional("students", "full_name", ROW, old) == "王小明"
+    # Moved elsewhere it fails like any other ciphertext.
+    with pytest.raises(DecryptionError):
+        cipher.open("students", "address", ROW, old)
+
+
+@pytest.mark.parametrize(
+    "closed_set",
+    [
+        ["female", "male"],
+        ["orphan", "single_parent", "disability", "financial_hardship", "left_behind"],
+        ["minimal", "mild", "moderate", "moderately_severe", "severe", "typical", "borderline"],
+        ["no_concern", "monitor", "support", "refer", "urgent"],
+        ["below_threshold", "pending_review", "reviewed", "expired", "open", "closed"],
+    ],
+)
+def test_every_value_of_a_closed_set_seals_to_one_length(
+    cipher: FieldCipher, closed_set: list[str]
+) -> None:
+    lengths = {len(cipher.seal("t", "c", ROW, value)) for value in closed_set}
+    assert len(lengths) == 1
+
+
+def test_names_reveal_at_most_their_bucket(cipher: FieldCipher) -> None:
+    two, four = "王明", "欧阳小明"
+    assert len(cipher.seal("students", "full_name", ROW, two)) == len(
+        cipher.seal("students", "full_name", ROW, four)
+    )
+    # Absence seals to the same length as a short value.
+    assert len(cipher.seal_optional("students", "national_id", ROW, None)) == len(
+        cipher.seal_optional("students", "national_id", ROW, "110105201301010015")
+    )
+
+
+@pytest.mark.parametrize(
+    ("framed", "bucket"),
+    [(1, 32), (32, 32), (33, 64), (100, 128), (4096, 4096), (4097, 8192), (9000, 12288)],
+)
+def test_bucket_sizes_double_then_grow_in_4k_steps(framed: int, bucket: int) -> None:
+    assert bucket_size(framed) == bucket
+
+
+def test_padding_is_authenticated(cipher: FieldCipher) -> None:
+    blob = cipher.seal("students", "address", ROW, "测试路1号")
+    # Cutting padding off changes the authenticated ciphertext: it fails to open.
+    with pytest.raises(DecryptionError):
+        cipher.open("students", "address", ROW, blob[:-17] + blob[-16:])
 
 
 def test_sealing_twice_uses_fresh_nonces(cipher: FieldCipher) -> None:
@@ -117,7 +186,8 @@ def test_unknown_format_or_algorithm_is_refused(cipher: FieldCipher) -> None:
 
 
 def test_optional_values_stay_none(cipher: FieldCipher) -> None:
-    assert cipher.seal_optional("students", "address", ROW, None) is None
+    absent = cipher.seal_optional("students", "address", ROW, None)
+    assert cipher.open_optional("students", "address", ROW, absent) is None
     assert cipher.open_optional("students", "address", ROW, None) is None
     blob = cipher.seal_optional("students", "address", ROW, "测试路")
     assert blob is not None

@@ -130,7 +130,7 @@ def test_national_id_check_digit_and_lowercase_x(client, world):
     valid = national_id(date(2013, 5, 6), 7)
     ok = client.post(
         "/api/v1/students",
-        json=student_payload(world.class_a1, 122, national_id=valid),
+        json=student_payload(world.class_a1, 122, national_id=valid, birth_date="2013-05-06"),
         headers=world["ct_a1"].headers,
     )
     assert ok.status_code == 201, ok.text
@@ -139,7 +139,9 @@ def test_national_id_check_digit_and_lowercase_x(client, world):
     x_id = national_id(date(2013, 5, 6), serial)
     lower = client.post(
         "/api/v1/students",
-        json=student_payload(world.class_a1, 123, national_id=x_id.lower()),
+        json=student_payload(
+            world.class_a1, 123, national_id=x_id.lower(), birth_date="2013-05-06"
+        ),
         headers=world["ct_a1"].headers,
     )
     assert lower.status_code == 201, lower.text
@@ -154,11 +156,13 @@ def test_duplicate_student_number_in_school_is_409(client, world, db):
         == 201
     )
     again = student_payload(world.class_a1, 131, student_no=first["student_no"])
-    before = _counts(db)
+    students, events = _counts(db)
     response = client.post("/api/v1/students", json=again, headers=world["ct_a1"].headers)
     assert response.status_code == 409
     assert first["student_no"] not in response.text
-    assert _counts(db) == before
+    assert response.json()["transfer"] == "/api/v1/students/transfers"
+    # Nothing is stored but the denial, committed on its own.
+    assert _counts(db) == (students, events + 1)
 
 
 def test_same_student_number_in_another_school_is_fine(client, world):
@@ -173,11 +177,17 @@ def test_duplicate_national_id_is_409(client, world):
         client.post("/api/v1/students", json=first, headers=world["ct_a1"].headers).status_code
         == 201
     )
-    again = student_payload(world.class_b1, 134, national_id=first["national_id"])
-    assert (
-        client.post("/api/v1/students", json=again, headers=world["ct_b1"].headers).status_code
-        == 409
+    again = student_payload(
+        world.class_b1, 134, national_id=first["national_id"], birth_date=first["birth_date"]
     )
+    refused = client.post("/api/v1/students", json=again, headers=world["ct_b1"].headers)
+    assert refused.status_code == 409
+    # The answer names neither the school nor the class nor the field: it points to the
+    # transfer process, the same answer as for a number used in one's own school.
+    body = refused.json()
+    assert body["transfer"] == "/api/v1/students/transfers"
+    assert str(world.school_a) not in refused.text
+    assert first["national_id"] not in refused.text
 
 
 def test_roster_has_identical_fields_for_every_student(client, world):

@@ -82,7 +82,13 @@ def test_edits_are_validated_like_creation_and_change_nothing(client, world, db)
             assert response.status_code == 422, response.text
             assert field in response.json()["detail"]
     assert db.execute("SELECT * FROM students WHERE id = :id", {"id": db.id(student_id)}) == before
-    assert db.execute("SELECT count(*) FROM audit_events")[0][0] == events
+    # Only the refused duplicate leaves a trace (a denial, in a transaction of its own).
+    assert db.execute("SELECT count(*) FROM audit_events")[0][0] == events + 1
+    assert db.execute("SELECT action, outcome, detail FROM audit_events ORDER BY seq DESC")[0] == (
+        "student:update",
+        "deny",
+        '{"reason":"duplicate","status":409}',
+    )
 
 
 def test_keeping_ones_own_national_id_is_not_a_duplicate(client, world):
