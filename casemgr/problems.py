@@ -35,6 +35,18 @@ def problem(
     )
 
 
+class RequestRefused(HTTPException):
+    """An input rule refused the request before its handler ran (``casemgr.guards``).
+
+    Answered with its own status and title; unlike Litestar's own 400s it is not an input
+    error of a field, so it is never turned into a 422.
+    """
+
+    def __init__(self, status: int, title: str, detail: str) -> None:
+        super().__init__(detail=detail, status_code=status)
+        self.title = title
+
+
 def domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
     headers = {}
     if isinstance(exc, TooManyAttempts):
@@ -81,6 +93,10 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[s
     return problem(status, title, detail, exc.headers)
 
 
+def refused(_: Request[Any, Any, Any], exc: RequestRefused) -> Response[dict[str, Any]]:
+    return problem(exc.status_code, exc.title, exc.detail)
+
+
 def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     # Log the type and where, never the message: messages of lower layers may hold values.
     log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
@@ -92,6 +108,7 @@ def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Respons
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     DomainError: domain_error,
     ValidationException: validation_error,
+    RequestRefused: refused,
     HTTPException: http_error,
     Exception: unexpected_error,
 }

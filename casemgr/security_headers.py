@@ -17,6 +17,10 @@ HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
+# Sent only on answers to HTTPS requests (directly or through a trusted proxy, see
+# ``casemgr.net``): over plain HTTP a browser ignores it, and it would pin nothing.
+HSTS = "max-age=31536000; includeSubDomains"
+SECURE_SCHEMES = frozenset({"https", "wss"})
 # Anything under the API may carry personal data: never let a cache keep it.
 NO_STORE_PREFIXES = ("/api/",)
 
@@ -28,5 +32,7 @@ async def add_security_headers(message: Message, scope: Scope) -> None:
     headers = MutableScopeHeaders.from_message(message)
     for name, value in HEADERS.items():
         headers[name] = value
+    if scope.get("scheme") in SECURE_SCHEMES:
+        headers["Strict-Transport-Security"] = HSTS
     if scope["path"].startswith(NO_STORE_PREFIXES):
         headers["Cache-Control"] = "no-store"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 
@@ -80,3 +81,43 @@ def test_openapi_declares_bearer_authentication(client):
         "scheme": "bearer",
     }
     assert {"bearer": []} in document["security"]
+
+
+# Issue 5, finding 11: the documentation pages Litestar offers load scripts from a CDN,
+# which the service's CSP blocks (blank pages) and SPEC §7 forbids.
+SCHEMA_PAGES = (
+    "/schema/swagger",
+    "/schema/redoc",
+    "/schema/elements",
+    "/schema/rapidoc",
+    "/schema/scalar",
+    "/schema/openapi.yaml",
+    "/schema/oauth2-redirect.html",
+)
+EXTERNAL_REFERENCE = re.compile(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}", re.IGNORECASE)
+
+
+def test_only_the_openapi_document_is_served_and_nothing_refers_to_another_host(client):
+    document = client.get("/schema/openapi.json")
+    assert document.status_code == 200
+    assert document.json()["openapi"].startswith("3.")
+    assert not EXTERNAL_REFERENCE.search(document.text)
+    for path in SCHEMA_PAGES:
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert response.headers["content-type"].startswith("application/problem+json"), path
+        assert not EXTERNAL_REFERENCE.search(response.text), path
+        assert "script-src 'self'" in response.headers["content-security-policy"]
+
+
+# Issue 5, finding 12.
+def test_hsts_is_sent_over_https_only(app):
+    from litestar.testing import TestClient
+
+    hsts = "max-age=31536000; includeSubDomains"
+    with TestClient(app, base_url="https://testserver.local") as over_tls:
+        for path in ("/health", "/api/v1/nothing-here", "/schema/openapi.json"):
+            assert over_tls.get(path).headers["strict-transport-security"] == hsts, path
+    with TestClient(app) as plain:
+        for path in ("/health", "/api/v1/nothing-here"):
+            assert "strict-transport-security" not in plain.get(path).headers, path

@@ -64,8 +64,12 @@ class AuditController(Controller):
         decision = await require(
             db_session, authorizer, principal, Permission.AUDIT_VERIFY, resource_type="audit"
         )
+        # The pinned public keys, never one derived from the private key.
         result = await audit.verify_chain(
-            db_session, crypto.keyring.audit_public_key, settings.checkpoint_file
+            db_session,
+            crypto.keyring.audit_public_keys,
+            settings.checkpoint_file,
+            seal_deadline=settings.seal_deadline,
         )
         await audit.record(
             db_session,
@@ -74,4 +78,4 @@ class AuditController(Controller):
             resource_type="audit",
             detail={"ok": result.ok, "checked": result.checked},
         )
-        return result.as_dict()
+        return {"ok": result.ok, "checked": result.checked, "first_bad_seq": result.first_bad_seq}

@@ -52,7 +52,9 @@ class AuditHead(Base):
 class AuditCheckpoint(Base):
     """A signed statement "the chain's event ``seq`` has hash ``hash``".
 
-    Each is also appended to a file outside the database (settings.checkpoint_file).
+    Each is also appended to a file outside the database (settings.checkpoint_file) and
+    sent to the external anchor. Verification trusts those copies, not this table: a row
+    the file lacks vouches for nothing (``checkpoints``).
     """
 
     __tablename__ = "audit_checkpoints"

@@ -2,9 +2,13 @@
 
 Layout (``keys/``): ``kek-NNNN.key`` (versioned key-encryption keys, the highest is current),
 ``blind-index.key`` (HMAC key for blind indexes, version 1) and ``blind-index-NNNN.key``
-(later versions, after ``keys rotate --blind-index``), ``audit-signing.key`` and
-``audit-signing.pub`` (Ed25519 pair that signs audit checkpoints). Every file is 0600 and
-the ring refuses to load when any of them is readable by group or others.
+(later versions, after ``keys rotate --blind-index``), ``audit-signing.key`` (the Ed25519
+private key that signs audit checkpoints) and ``audit-signing.pub`` (the audit public keys
+verification trusts: PEM blocks, the original first, one appended by each ``keys rotate
+--audit-signing``; never derived from the private key). While that rotation runs,
+``audit-signing.next.key`` holds the successor and ``audit-signing.retired.key`` the
+predecessor until it is destroyed. Every file is 0600 and the ring refuses to load when
+any of them is readable by group or others.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ BLIND_INDEX_FILE = "blind-index.key"
 BLIND_INDEX_PATTERN = re.compile(r"^blind-index-(\d{4,})\.key$")
 AUDIT_SIGNING_FILE = "audit-signing.key"
 AUDIT_PUBLIC_FILE = "audit-signing.pub"
+AUDIT_NEXT_FILE = "audit-signing.next.key"
+AUDIT_RETIRED_FILE = "audit-signing.retired.key"
 
 
 class KeyRingError(RuntimeError):
@@ -49,6 +55,14 @@ def _write_secret_file(path: Path, data: bytes) -> None:
         os.link(tmp, path)  # fails if the target exists: a key is never overwritten
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _encode_key(raw: bytes) -> bytes:
@@ -87,20 +101,71 @@ def create_key_ring(keys_dir: Path) -> list[str]:
         _write_secret_file(keys_dir / BLIND_INDEX_FILE, _encode_key(secrets.token_bytes(KEY_BYTES)))
         created.append(BLIND_INDEX_FILE)
     if not (keys_dir / AUDIT_SIGNING_FILE).exists():
+        if (keys_dir / AUDIT_PUBLIC_FILE).exists():
+            # A new pair would silently re-pin the trust that auditors hold a copy of.
+            raise KeyRingError(
+                f"{AUDIT_SIGNING_FILE} is missing but {AUDIT_PUBLIC_FILE} pins audit keys:"
+                " restore the private key from its backup"
+            )
         private = Ed25519PrivateKey.generate()
-        pem = private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        public = private.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        (keys_dir / AUDIT_PUBLIC_FILE).unlink(missing_ok=True)
-        _write_secret_file(keys_dir / AUDIT_SIGNING_FILE, pem)
-        _write_secret_file(keys_dir / AUDIT_PUBLIC_FILE, public)
+        _write_secret_file(keys_dir / AUDIT_SIGNING_FILE, _private_pem(private))
+        _write_secret_file(keys_dir / AUDIT_PUBLIC_FILE, _public_pem(private.public_key()))
         created.append(AUDIT_SIGNING_FILE)
     return created
+
+
+def _private_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _public_pem(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN PUBLIC KEY-----\s.*?-----END PUBLIC KEY-----", re.DOTALL)
+
+
+def read_audit_public_keys(path: Path) -> list[Ed25519PublicKey]:
+    """Every audit public key in a public-key file (PEM blocks, oldest first)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KeyRingError(f"cannot read the audit public key file {path}: {exc.strerror}") from exc
+    keys = []
+    for block in _PEM_BLOCK.findall(data):
+        try:
+            key = serialization.load_pem_public_key(block)
+        except ValueError as exc:
+            raise KeyRingError(f"{path} holds an unreadable public key") from exc
+        if not isinstance(key, Ed25519PublicKey):
+            raise KeyRingError(f"{path} holds a public key that is not Ed25519")
+        keys.append(key)
+    if not keys:
+        raise KeyRingError(f"{path} holds no audit public key (PEM block)")
+    return keys
+
+
+def _load_audit_private(path: Path) -> Ed25519PrivateKey:
+    try:
+        pem = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise KeyRingError(f"incomplete key ring in {path.parent}: {exc.filename}") from exc
+    try:
+        private = serialization.load_pem_private_key(pem, password=None)
+    except ValueError as exc:
+        raise KeyRingError(f"{path.name} does not hold a readable private key") from exc
+    if not isinstance(private, Ed25519PrivateKey):
+        raise KeyRingError(f"{path.name} is not an Ed25519 private key")
+    return private
+
+
+def _file_identity(path: Path) -> tuple[int, int, int]:
+    info = path.stat()
+    return info.st_ino, info.st_mtime_ns, info.st_size
 
 
 def blind_index_name(version: int) -> str:
@@ -146,15 +211,10 @@ class KeyRing:
             raise KeyRingError(f"no key-encryption key in {keys_dir}: run 'casemgr init' first")
         if not self._blind_index_keys:
             raise KeyRingError(f"incomplete key ring in {keys_dir}: no {BLIND_INDEX_FILE}")
-        try:
-            pem = (keys_dir / AUDIT_SIGNING_FILE).read_bytes()
-        except FileNotFoundError as exc:
-            raise KeyRingError(f"incomplete key ring in {keys_dir}: {exc.filename}") from exc
-        private = serialization.load_pem_private_key(pem, password=None)
-        if not isinstance(private, Ed25519PrivateKey):
-            raise KeyRingError(f"{AUDIT_SIGNING_FILE} is not an Ed25519 private key")
-        self.audit_signing_key: Ed25519PrivateKey = private
-        self.audit_public_key: Ed25519PublicKey = private.public_key()
+        self._audit_signing: tuple[tuple[int, int, int], Ed25519PrivateKey] | None = None
+        _ = self.audit_signing_key
+        if not self.audit_public_key_file.exists():
+            raise KeyRingError(f"incomplete key ring in {keys_dir}: no {AUDIT_PUBLIC_FILE}")
 
     def _refresh(self) -> None:
         mtime = self.keys_dir.stat().st_mtime_ns
@@ -216,6 +276,96 @@ class KeyRing:
             _write_secret_file(path, _encode_key(secrets.token_bytes(KEY_BYTES)))
         self._dir_mtime_ns = -1
         self._refresh()
+
+    def destroy_file(self, path: Path) -> None:
+        """Overwrite a key file with zeros, then delete it (best effort on the media)."""
+        if path.parent.resolve() != self.keys_dir.resolve():
+            raise KeyRingError(f"{path} is not in the key ring")
+        size = path.stat().st_size
+        with path.open("r+b") as handle:
+            handle.write(bytes(size))
+            handle.flush()
+            os.fsync(handle.fileno())
+        path.unlink()
+        self._dir_mtime_ns = -1
+        self._refresh()
+
+    @property
+    def audit_signing_key(self) -> Ed25519PrivateKey:
+        """The key that signs checkpoints now (re-read after ``keys rotate --audit-signing``)."""
+        path = self.keys_dir / AUDIT_SIGNING_FILE
+        try:
+            identity = _file_identity(path)
+        except FileNotFoundError as exc:
+            raise KeyRingError(f"incomplete key ring in {self.keys_dir}: {path}") from exc
+        loaded = self._audit_signing
+        if loaded is None or loaded[0] != identity:
+            loaded = (identity, _load_audit_private(path))
+            self._audit_signing = loaded
+        return loaded[1]
+
+    @property
+    def audit_public_key_file(self) -> Path:
+        return self.keys_dir / AUDIT_PUBLIC_FILE
+
+    @property
+    def audit_public_keys(self) -> list[Ed25519PublicKey]:
+        """The pinned audit public keys: what verification trusts, read from the file."""
+        return read_audit_public_keys(self.audit_public_key_file)
+
+    def next_audit_signing_key(self, *, create: bool) -> Ed25519PrivateKey | None:
+        """The successor key of an audit-signing rotation under way (created if asked)."""
+        path = self.keys_dir / AUDIT_NEXT_FILE
+        if not path.exists():
+            if not create:
+                return None
+            _write_secret_file(path, _private_pem(Ed25519PrivateKey.generate()))
+        return _load_audit_private(path)
+
+    def pin_audit_public_key(self, public: Ed25519PublicKey) -> bool:
+        """Append ``public`` to the public-key file unless it is there; True if appended."""
+        path = self.audit_public_key_file
+        wanted = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        for key in read_audit_public_keys(path):
+            raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            if raw == wanted:
+                return False
+        data = path.read_bytes()
+        if not data.endswith(b"\n"):
+            data += b"\n"
+        # Written beside it and renamed over it: a crash leaves the old file or the new one.
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        _write_secret_file(tmp, data + _public_pem(public))
+        os.replace(tmp, path)
+        _fsync_dir(self.keys_dir)
+        return True
+
+    def promote_next_audit_signing_key(self) -> None:
+        """Make the successor the signing key; the predecessor waits as the retired file.
+
+        Each step is a link or a rename, so ``audit-signing.key`` always holds a whole key
+        and a crash between the steps is resumed by calling this again.
+        """
+        current = self.keys_dir / AUDIT_SIGNING_FILE
+        following = self.keys_dir / AUDIT_NEXT_FILE
+        retired = self.keys_dir / AUDIT_RETIRED_FILE
+        if not following.exists():
+            return
+        if not retired.exists():
+            os.link(current, retired)
+        os.replace(following, current)
+        _fsync_dir(self.keys_dir)
+        self._audit_signing = None
+
+    def destroy_retired_audit_signing_key(self) -> bool:
+        """Destroy the predecessor's private key, if a rotation left it; True if it did."""
+        retired = self.keys_dir / AUDIT_RETIRED_FILE
+        if not retired.exists():
+            return False
+        if (self.keys_dir / AUDIT_NEXT_FILE).exists():
+            raise KeyRingError("the audit-signing rotation has not promoted its successor yet")
+        self.destroy_file(retired)
+        return True
 
     def kek_path(self, version: int) -> Path:
         return self.keys_dir / _kek_name(version)

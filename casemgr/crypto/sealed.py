@@ -83,6 +83,47 @@ def sealed(
     return mapped_column(LargeBinary, nullable=optional, info={SEALED_INFO_KEY: spec})
 
 
+@dataclass(frozen=True)
+class BlindIndexSpec:
+    """A keyed lookup index computed from a sealed column (``casemgr.crypto.blind_index``).
+
+    ``scope`` names a clear column whose value separates the index's domain (a student
+    number is unique per school); ``version`` names the column recording which
+    blind-index key version made the row's indexes, so ``keys rotate --blind-index`` can
+    move rows to a new key and resume after a crash.
+    """
+
+    source: str
+    kind: str
+    scope: str | None = None
+    version: str = "bidx_version"
+
+
+BLIND_INDEX_INFO_KEY = "blind_index"
+
+
+def blind_index_column(
+    source: str, *, kind: str | None = None, scope: str | None = None, optional: bool = False
+) -> MappedColumn[Any]:
+    """An 8-byte blind index of sealed column ``source``.
+
+    For an optional source, new rows still never store NULL: an absent value gets random
+    bytes (see ``SealedSpec.absent_index``); the column is nullable for older rows only.
+    """
+    spec = BlindIndexSpec(source=source, kind=kind or source, scope=scope)
+    return mapped_column(
+        LargeBinary(8), index=True, nullable=optional, info={BLIND_INDEX_INFO_KEY: spec}
+    )
+
+
+def blind_index_columns(model: type[Any]) -> dict[str, BlindIndexSpec]:
+    return {
+        column.name: column.info[BLIND_INDEX_INFO_KEY]
+        for column in model.__table__.columns
+        if BLIND_INDEX_INFO_KEY in column.info
+    }
+
+
 def spec_of(model: type[Any], column: str) -> SealedSpec:
     try:
         spec = model.__table__.c[column].info[SEALED_INFO_KEY]

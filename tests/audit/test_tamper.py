@@ -4,7 +4,6 @@ file) can do: change, delete, insert, swap, cut off, rebuild, forge a checkpoint
 
 from __future__ import annotations
 
-import itertools
 import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -21,38 +20,19 @@ from casemgr.settings import Settings
 from tests.audit.helpers import (
     EVENTS,
     HASHED,
+    N,
     append_events,
-    checkpoint,
+    assert_detected,
+    build_chain,
     cli_verify,
     events,
     intrude,
+    rebuild_from,
     rehash,
     set_event,
     set_head,
     verify,
 )
-
-N = 15
-
-
-def build_chain(db: Any, settings: Settings, checkpoints_at: tuple[int, ...] = (N,)) -> None:
-    """Events 1..N, sealed by checkpoints at the given seqs."""
-    written = 0
-    for target in checkpoints_at:
-        append_events(db, target - written)
-        written = target
-        assert checkpoint(db, settings) == target
-    append_events(db, N - written)
-    assert [e["seq"] for e in events(db)] == list(range(1, N + 1))
-
-
-def assert_detected(db: Any, settings: Settings, first_bad_seq: int) -> None:
-    """Both the service and the command line report the damage at ``first_bad_seq``."""
-    result = verify(db, settings)
-    assert (result.ok, result.first_bad_seq) == (False, first_bad_seq), result.reason
-    code, line = cli_verify(settings)
-    assert code == 1
-    assert line == {"ok": False, "checked": result.checked, "first_bad_seq": first_bad_seq}
 
 
 def test_intact_chain_verifies_in_service_and_cli(db: Any, settings: Settings) -> None:
@@ -183,29 +163,6 @@ def test_cut_off_tail_without_resetting_the_head_is_reported(db: Any, settings: 
 
     intrude(db, tamper)
     assert_detected(db, settings, N - 1)
-
-
-def rebuild_from(db: Any, seq: int, **change: Any) -> bytes:
-    """Change event ``seq``, recompute every hash from there on and move the head, as an
-    intruder who knows the algorithm would. Returns the new tip hash."""
-    rows = events(db)
-    rows[seq - 1].update(change)
-
-    async def tamper(session: AsyncSession) -> None:
-        prev = rows[seq - 2]["hash"]
-        for row in rows[seq - 1 :]:
-            row["prev_hash"], row["hash"] = prev, rehash(prev, row)
-            values = change if row["seq"] == seq else {}
-            await set_event(session, row["seq"], **values, prev_hash=prev, hash=row["hash"])
-            prev = row["hash"]
-        await set_head(session, rows[-1]["seq"], prev)
-
-    intrude(db, tamper)
-    rebuilt = events(db)
-    # The chain alone no longer shows anything: every link is consistent.
-    assert rebuilt == rows
-    assert all(e["prev_hash"] == p["hash"] for p, e in itertools.pairwise(rebuilt))
-    return rows[-1]["hash"]
 
 
 def test_rebuilt_chain_is_caught_by_an_earlier_checkpoint(db: Any, settings: Settings) -> None:

@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from casemgr.crypto import Crypto, KeyRing, KeyRingError, create_key_ring
+from casemgr.crypto.keyring import read_audit_public_keys
 from casemgr.settings import Settings
 
 KEY_FILES = ["kek-0001.key", "blind-index.key", "audit-signing.key", "audit-signing.pub"]
@@ -133,6 +136,90 @@ def test_new_kek_version_is_owner_only_and_never_replaced(keys_dir: Path) -> Non
     ring.add_kek_version(2)  # resuming a rotation must not replace the key
     assert ring.kek(2) == kek2
     assert ring.kek(1) != kek2
+
+
+def _key_file(path: Path, data: bytes) -> None:
+    path.unlink(missing_ok=True)
+    path.write_bytes(data)
+    path.chmod(0o600)
+
+
+def _public_raw(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def test_audit_public_keys_are_pinned_in_their_file_never_derived(keys_dir: Path) -> None:
+    ring = KeyRing(keys_dir)
+    [pinned] = ring.audit_public_keys
+    assert _public_raw(pinned) == _public_raw(ring.audit_signing_key.public_key())
+    # Someone replaces the private key: the ring signs with it, but trusts it no more.
+    planted = Ed25519PrivateKey.generate()
+    _key_file(
+        keys_dir / "audit-signing.key",
+        planted.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    assert _public_raw(ring.audit_signing_key.public_key()) == _public_raw(planted.public_key())
+    assert [_public_raw(k) for k in ring.audit_public_keys] == [_public_raw(pinned)]
+
+
+def test_audit_public_key_file_holds_one_pem_block_per_key(keys_dir: Path) -> None:
+    ring = KeyRing(keys_dir)
+    successor = Ed25519PrivateKey.generate().public_key()
+    assert ring.pin_audit_public_key(successor) is True
+    pub = keys_dir / "audit-signing.pub"
+    text = pub.read_text()
+    assert text.count("-----BEGIN PUBLIC KEY-----") == 2
+    assert mode_of(pub) == 0o600
+    assert [_public_raw(k) for k in read_audit_public_keys(pub)][1] == _public_raw(successor)
+    assert ring.pin_audit_public_key(successor) is False  # idempotent, for resumption
+    assert pub.read_text() == text
+    assert sorted(p.name for p in keys_dir.iterdir()) == sorted(KEY_FILES)
+
+
+@pytest.mark.parametrize(
+    ("content", "complaint"),
+    [
+        (b"", "holds no audit public key"),
+        (b"-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n", "unreadable"),
+        (
+            ec.generate_private_key(ec.SECP256R1())
+            .public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
+            "not Ed25519",
+        ),
+    ],
+    ids=["empty", "garbled", "not-ed25519"],
+)
+def test_unusable_audit_public_key_file_is_refused(
+    tmp_path: Path, content: bytes, complaint: str
+) -> None:
+    path = tmp_path / "audit-signing.pub"
+    path.write_bytes(content)
+    with pytest.raises(KeyRingError, match=complaint):
+        read_audit_public_keys(path)
+    with pytest.raises(KeyRingError, match="cannot read"):
+        read_audit_public_keys(tmp_path / "absent.pub")
+
+
+def test_init_never_pins_a_new_audit_key_over_a_lost_one(keys_dir: Path) -> None:
+    pub = (keys_dir / "audit-signing.pub").read_bytes()
+    (keys_dir / "audit-signing.key").unlink()
+    with pytest.raises(KeyRingError, match="restore the private key"):
+        create_key_ring(keys_dir)
+    assert (keys_dir / "audit-signing.pub").read_bytes() == pub
+    assert not (keys_dir / "audit-signing.key").exists()
+
+
+def test_key_ring_needs_its_audit_public_key_file(keys_dir: Path) -> None:
+    (keys_dir / "audit-signing.pub").unlink()
+    with pytest.raises(KeyRingError, match=re.escape("no audit-signing.pub")):
+        KeyRing(keys_dir)
 
 
 def test_missing_kek_version_is_a_key_ring_error(keys_dir: Path) -> None:

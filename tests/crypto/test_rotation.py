@@ -279,6 +279,7 @@ def test_cli_keys_rotate_and_status(db: Any) -> None:
         "kek_version": 2,
         "rewrapped": 7,
         "resumed": False,
+        "resealed": 0,
     }
 
     assert cli(db, "keys", "status") == {
@@ -336,7 +337,12 @@ def test_rotation_killed_mid_way_resumes_and_completes(db: Any, tmp_path: Path) 
     assert open_probes(db, probes) == KILL_TEST_KEYS  # both versions serve reads meanwhile
 
     resumed = cli(db, "keys", "rotate", "--batch-size", "100")
-    assert resumed == {"kek_version": 2, "rewrapped": KILL_TEST_KEYS, "resumed": True}
+    assert resumed == {
+        "kek_version": 2,
+        "rewrapped": KILL_TEST_KEYS,
+        "resumed": True,
+        "resealed": 0,
+    }
     assert rotations(db) == [(2, KILL_TEST_KEYS, True)]
     assert kek_files(db) == ["kek-0001.key", "kek-0002.key"]
     (db.settings.keys_dir / "kek-0001.key").unlink()

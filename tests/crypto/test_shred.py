@@ -45,7 +45,10 @@ def test_shredded_student_cannot_be_decrypted_and_the_trail_still_verifies(world
 
     async def verify(session):
         return await audit.verify_chain(
-            session, db.keyring.audit_public_key, settings.checkpoint_file
+            session,
+            db.keyring.audit_public_keys,
+            settings.checkpoint_file,
+            seal_deadline=settings.seal_deadline,
         )
 
     assert db.in_transaction(verify).ok
