@@ -9,10 +9,29 @@ from casemgr.accounts.models import (
     User,
 )
 from casemgr.audit.models import AuditCheckpoint, AuditEvent, AuditHead
+from casemgr.care.models import (
+    CareCategory,
+    CaseFile,
+    EmergencyGrant,
+    Guidance,
+    HomeVisit,
+    Pairing,
+    PairingMentor,
+    SupportLog,
+    Task,
+    VisitRequirement,
+)
 from casemgr.crypto.models import DataKey, KeyRotation
 from casemgr.db import Base
 from casemgr.schools.models import School, SchoolClass
-from casemgr.students.models import Student
+from casemgr.screening.models import (
+    Consent,
+    CounselingNote,
+    RoundClass,
+    ScreeningResult,
+    ScreeningRound,
+)
+from casemgr.students.models import Student, TransferRequest
 
 __all__ = [
     "AuditCheckpoint",
@@ -20,14 +39,30 @@ __all__ = [
     "AuditHead",
     "AuthToken",
     "Base",
+    "CareCategory",
+    "CaseFile",
     "ClassAssignment",
+    "Consent",
+    "CounselingNote",
     "DataKey",
+    "EmergencyGrant",
+    "Guidance",
+    "HomeVisit",
     "KeyRotation",
     "KnownClient",
     "LoginThrottle",
+    "Pairing",
+    "PairingMentor",
     "RoleGrant",
+    "RoundClass",
     "School",
     "SchoolClass",
+    "ScreeningResult",
+    "ScreeningRound",
     "Student",
+    "SupportLog",
+    "Task",
+    "TransferRequest",
     "User",
+    "VisitRequirement",
 ]

@@ -4,23 +4,39 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import Boolean, ForeignKey, Integer, LargeBinary, String, UniqueConstraint, Uuid
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column
 
+from casemgr.crypto.sealed import sealed
 from casemgr.db import Base, UTCDateTime, new_id, utcnow
 
 
 class User(Base):
+    """A staff account. ``username`` is stored folded (``casemgr.accounts.policy``)."""
+
     __tablename__ = "users"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
     username: Mapped[str] = mapped_column(String(64), unique=True)
+    # How colleagues know the person (shown in lists and on exports' watermarks).
+    display_name: Mapped[str] = mapped_column(String(100), default="", server_default="")
     password_hash: Mapped[str] = mapped_column(String(255))
-    # Sealed under the system "accounts" data key; NULL for roles without a second factor.
-    totp_secret: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # A one-time password (new account, reset): until it is changed, and a required
+    # second factor enrolled, the account's tokens reach only the self-service routes.
+    password_change_required: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=sa_false()
+    )
+    # Sealed under the system "accounts" data key; NULL while no factor is enrolled.
+    totp_secret: Mapped[bytes | None] = sealed(str, optional=True, hide_absence=False)
+    # A factor being enrolled (``POST /me/totp``), until a code from it is confirmed.
+    totp_pending_secret: Mapped[bytes | None] = sealed(str, optional=True, hide_absence=False)
     # Last TOTP time step accepted: a code is good once.
     totp_last_step: Mapped[int | None] = mapped_column(Integer)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    password_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class RoleGrant(Base):
@@ -45,13 +61,18 @@ class ClassAssignment(Base):
 
 
 class AuthToken(Base):
-    """A bearer token; only its SHA-256 digest is stored."""
+    """A bearer token (``kind`` "api") or a web UI session ("web"); only its SHA-256 digest
+    is stored. Both end together when the account is disabled, reset or its password
+    changes, and both are listed and ended through ``/api/v1/me/sessions``."""
 
     __tablename__ = "auth_tokens"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
     token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    kind: Mapped[str] = mapped_column(String(8), default="api", server_default="api")
+    # The network address it was issued to (for the owner's list of sessions).
+    client_addr: Mapped[str | None] = mapped_column(String(45))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -46,7 +46,7 @@ class StudentPatch(msgspec.Struct, forbid_unknown_fields=True):
 
 class LookupIn(msgspec.Struct, forbid_unknown_fields=True):
     student_no: Annotated[str, Meta(min_length=1, max_length=32)] | None = None
-    national_id: Annotated[str, Meta(min_length=1, max_length=18)] | None = None
+    national_id: Annotated[str, Meta(min_length=1, max_length=40)] | None = None
 
 
 class CreatedStudent(msgspec.Struct):

@@ -1,0 +1,1 @@
+"""The care programme: categories, case files, pairing, support logs, home visits, tasks."""

@@ -1,0 +1,1 @@
+"""Psychological screening: rounds, consent, instruments, results, review."""
