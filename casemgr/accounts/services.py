@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -9,11 +10,14 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pyotp
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Select, String, bindparam, cast, func, or_, select, update
+from sqlalchemy import join as sa_join
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 
 from casemgr import audit
 from casemgr.accounts import passwords, throttle
@@ -26,7 +30,7 @@ from casemgr.accounts.policy import (
 from casemgr.authz import BUREAU_ROLES, SECOND_FACTOR_ROLES, Grant, Principal, Role
 from casemgr.authz.core import CONTENT_ROLES
 from casemgr.crypto import Crypto
-from casemgr.db import new_id, utcnow
+from casemgr.db import UTCDateTime, new_id, utcnow
 from casemgr.errors import Conflict, InvalidInput, LoginFailed, TooManyAttempts
 from casemgr.schools.models import School, SchoolClass
 from casemgr.settings import Settings
@@ -330,6 +334,10 @@ async def _second_factor_problem(
     code: str | None,
 ) -> str | None:
     """Why the second factor fails (None: it passed, or the account needs none yet)."""
+    if user.password_change_required:
+        # A one-time password (new account, reset) needs no factor: the token it gives
+        # reaches only the routes that change it and enrol one (``Principal.restricted``).
+        return None
     if user.totp_secret is None:
         # A second-factor role given to an account that never enrolled must not let the
         # password alone through.
@@ -361,6 +369,7 @@ async def issue_token(
             token_hash=_token_digest(token),
             expires_at=expires_at,
             last_used_at=now,
+            client_addr=client,
         )
     )
     return token, expires_at, token_id
@@ -384,6 +393,80 @@ async def _grants(session: AsyncSession, user_id: uuid.UUID) -> tuple[Grant, ...
 
 
 TOKEN_TOUCH_SECONDS = 60
+# No idle timeout: a cut-off before any token could have been used.
+_NO_IDLE_CUTOFF = datetime(2000, 1, 1, tzinfo=UTC)
+_LIST_SEPARATOR = ","
+
+
+@functools.cache
+def _principal_query() -> Select[Any]:
+    """Everything a request needs to know about its caller, as one statement built once.
+
+    The token (live, not revoked, not idle) with its active account, and the account's
+    grants, classes, live pairings and live emergency grants as lists in four correlated
+    subqueries. Nothing is cached between requests: a disabled account, a revoked token,
+    an ended pairing or an expired grant counts from the next request on, in every process.
+    """
+    from casemgr.care.models import EmergencyGrant, Pairing, PairingMentor
+
+    now = bindparam("now", type_=UTCDateTime)
+
+    def listed(value: ColumnElement[Any], *where: ColumnElement[bool], join: Any = None) -> Any:
+        query = select(func.aggregate_strings(value, _LIST_SEPARATOR))
+        if join is not None:
+            query = query.select_from(join)
+        return query.where(*where).scalar_subquery()
+
+    def text(column: Any) -> ColumnElement[str]:
+        return cast(column, String)
+
+    return (
+        select(
+            AuthToken.id,
+            AuthToken.last_used_at,
+            User.id,
+            User.username,
+            User.password_change_required,
+            User.totp_secret.is_not(None),
+            listed(
+                RoleGrant.role + ":" + func.coalesce(text(RoleGrant.school_id), ""),
+                RoleGrant.user_id == User.id,
+            ),
+            listed(text(ClassAssignment.class_id), ClassAssignment.user_id == User.id),
+            listed(
+                text(PairingMentor.student_id),
+                PairingMentor.user_id == User.id,
+                Pairing.ended_at.is_(None),
+                join=sa_join(PairingMentor, Pairing, Pairing.id == PairingMentor.pairing_id),
+            ),
+            listed(
+                text(EmergencyGrant.student_id),
+                EmergencyGrant.user_id == User.id,
+                EmergencyGrant.expires_at > now,
+            ),
+        )
+        .join(User, User.id == AuthToken.user_id)
+        .where(
+            AuthToken.token_hash == bindparam("digest"),
+            AuthToken.revoked_at.is_(None),
+            AuthToken.expires_at > now,
+            func.coalesce(AuthToken.last_used_at, AuthToken.created_at)
+            > bindparam("idle_after", type_=UTCDateTime),
+            User.is_active.is_(True),
+        )
+    )
+
+
+def _ids(listed: str | None) -> frozenset[uuid.UUID]:
+    return frozenset(uuid.UUID(v) for v in listed.split(_LIST_SEPARATOR)) if listed else frozenset()
+
+
+def _grants_of(listed: str | None) -> tuple[Grant, ...]:
+    grants = []
+    for item in listed.split(_LIST_SEPARATOR) if listed else ():
+        role, _, school = item.partition(":")
+        grants.append(Grant(Role(role), uuid.UUID(school) if school else None))
+    return tuple(sorted(grants, key=lambda g: g.role.value))
 
 
 async def resolve_token(
@@ -396,45 +479,51 @@ async def resolve_token(
     """The principal behind a live token, or None (expired, idle, revoked, unknown, inactive).
 
     A token unused for ``idle_seconds`` is dead even before it expires; use refreshes its
-    last-used time (at most once a minute, to spare the database a write per request).
+    last-used time (at most once a minute, to spare the database a write per request; in a
+    request's session the refresh rides with its audit events, ``audit.write_with_trail``).
+    Everything authorization needs comes in one statement (``_principal_query``).
     """
     now = utcnow()
-    query = (
-        select(AuthToken.id, User.id, User.username, AuthToken.last_used_at)
-        .join(User, User.id == AuthToken.user_id)
-        .where(
-            AuthToken.token_hash == _token_digest(token),
-            AuthToken.revoked_at.is_(None),
-            AuthToken.expires_at > now,
-            User.is_active.is_(True),
+    idle_after = now - timedelta(seconds=idle_seconds) if idle_seconds else _NO_IDLE_CUTOFF
+    # Core execution on the session's connection: the same transaction, without the ORM's
+    # per-statement bookkeeping (the query loads no objects).
+    connection = await session.connection()
+    row = (
+        await connection.execute(
+            _principal_query(),
+            {"digest": _token_digest(token), "now": now, "idle_after": idle_after},
         )
-    )
-    if idle_seconds:
-        query = query.where(
-            func.coalesce(AuthToken.last_used_at, AuthToken.created_at)
-            > now - timedelta(seconds=idle_seconds)
-        )
-    row = (await session.execute(query)).one_or_none()
+    ).one_or_none()
     if row is None:
         return None
-    token_id, user_id, username, last_used_at = row
+    (
+        token_id,
+        last_used_at,
+        user_id,
+        username,
+        must_change,
+        enrolled,
+        grants_listed,
+        classes_listed,
+        paired_listed,
+        emergency_listed,
+    ) = row
     if last_used_at is None or (now - last_used_at).total_seconds() > TOKEN_TOUCH_SECONDS:
-        await session.execute(
-            update(AuthToken).where(AuthToken.id == token_id).values(last_used_at=now)
+        await audit.write_with_trail(
+            session, update(AuthToken).where(AuthToken.id == token_id).values(last_used_at=now)
         )
-    grants = await _grants(session, user_id)
-    class_ids = frozenset(
-        await session.scalars(
-            select(ClassAssignment.class_id).where(ClassAssignment.user_id == user_id)
-        )
-    )
+    grants = _grants_of(grants_listed)
+    needs_factor = any(g.role in SECOND_FACTOR_ROLES for g in grants) and not enrolled
     return Principal(
         user_id=user_id,
         username=username,
         grants=grants,
-        class_ids=class_ids,
+        class_ids=_ids(classes_listed),
+        paired_student_ids=_ids(paired_listed),
+        emergency_student_ids=_ids(emergency_listed),
         token_id=token_id,
         client=client,
+        restricted=bool(must_change) or needs_factor,
     )
 
 
