@@ -1,0 +1,1 @@
+"""Aggregate reports: counts only, with small cells suppressed (SPEC §3, §6)."""
