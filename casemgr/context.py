@@ -161,7 +161,7 @@ class RequestContext:
         student_id: uuid.UUID | None = None,
         purpose: str | None = None,
         detail: dict[str, Any] | None = None,
-    ) -> int:
+    ) -> int | None:
         """Append an event as the caller, in the request's transaction.
 
         Give ``access`` for an action on a student: the event then names the student and

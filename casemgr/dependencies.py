@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -10,29 +11,55 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from casemgr import audit
 from casemgr.accounts.services import resolve_token
-from casemgr.authz import Authorizer, Principal
+from casemgr.authz import Authorizer, Principal, actor_of
 from casemgr.context import RequestContext
 from casemgr.crypto import Crypto
-from casemgr.errors import Unauthenticated
+from casemgr.db import open_session
+from casemgr.errors import Forbidden, Unauthenticated
 from casemgr.settings import Settings
 
+# Route handlers marked ``opt={RESTRICTED_OK: True}`` serve an account that still has a
+# one-time password or lacks a required second factor (``Principal.restricted``); every
+# other route answers such a token 403.
+RESTRICTED_OK = "restricted_ok"
 
-async def provide_db_session(state: State) -> AsyncGenerator[AsyncSession, None]:
+# Requests that only read: on SQLite their transactions begin as readers and never wait
+# for the writer (``casemgr.db``). One that writes after all still works.
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def provide_db_session(
+    state: State, request: Request[Any, Any, Any]
+) -> AsyncGenerator[AsyncSession, None]:
     """One transaction per request: committed when the handler succeeds, else rolled back.
 
-    Audit events are written in this same transaction, so an access whose trace cannot be
-    committed fails as a whole.
+    The request's audit events are written before the answer leaves: in this same
+    transaction when it changed data (the change and its trace commit together or not at
+    all), else, once the session is closed, in the audit appender's next batch
+    (``casemgr.audit.services``). Either way an access whose trace cannot be committed
+    fails as a whole.
     """
-    session: AsyncSession = state.sessions()
+    session = open_session(state.sessions, read_only=request.method in READ_METHODS)
+    audit.defer_events(session, audit.appender_for(state.engine))
+    committed = False
     try:
         yield session
         await session.commit()
+        committed = True
     except BaseException:
         await session.rollback()
         raise
     finally:
         await session.close()
+        if committed:
+            # Before the answer leaves; raising here turns it into a failure (SPEC P4).
+            await audit.write_handed_over(session)
+        else:
+            # The request fails anyway; what its committed transactions did still counts.
+            with contextlib.suppress(Exception):
+                await audit.write_handed_over(session)
 
 
 async def provide_principal(
@@ -57,6 +84,19 @@ async def provide_principal(
         )
         if principal is None:
             raise Unauthenticated("The token is not valid or has expired.")
+        if principal.restricted and not request.route_handler.opt.get(RESTRICTED_OK):
+            await audit.record_denial(
+                db_session,
+                audit.Action.RESTRICTED,
+                actor=actor_of(principal),
+                resource_type="session",
+                resource_id=principal.token_id,
+                detail={"status": 403},
+            )
+            raise Forbidden(
+                "Change your one-time password first, and enrol a second factor where your"
+                " role needs one (POST /api/v1/me/password, POST /api/v1/me/totp)."
+            )
     except BaseException:
         await db_session.close()
         raise

@@ -1,0 +1,108 @@
+"""``verify_chain`` reads rows through the driver (``_raw_batches``); it must reach the very
+verdicts the ORM path reaches, on intact and on damaged chains alike."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from casemgr.audit import checkpoints
+from tests.audit.helpers import append_events, events, intrude, rebuild_from, set_event, verify
+
+Damage = Callable[[Any], None]
+
+
+def _walks(db: Any, *, split_at: int | None = None) -> tuple[Any, Any]:
+    """The chain walked by the fast path and by the ORM path, from the start."""
+
+    async def walk(session: AsyncSession, fast: bool) -> Any:
+        if fast:
+            batches = await checkpoints._raw_batches(
+                await session.connection(), 0, None, 7, split_at=split_at
+            )
+            assert batches is not None  # both test databases have a fast path
+        else:
+            batches = checkpoints._orm_batches(session, 0, None, 7)
+        found = await checkpoints._check_batches(
+            session, batches, after=0, prev=checkpoints.GENESIS_HASH, wanted={5, 20, 33}
+        )
+        return (found.last_seq, found.last_hash, found.bad_seq, found.reason, found.seen)
+
+    async def both(session: AsyncSession) -> tuple[Any, Any]:
+        return await walk(session, True), await walk(session, False)
+
+    return db.in_transaction(both)
+
+
+def _change_detail(db: Any) -> None:
+    intrude(db, lambda s: set_event(s, 12, detail='{"n":99}'))
+
+
+def _change_time(db: Any) -> None:
+    at = events(db)[20]["at"]
+    intrude(db, lambda s: set_event(s, 21, at=at.replace(microsecond=(at.microsecond + 1) % 10**6)))
+
+
+def _odd_but_equal_uuid(db: Any) -> None:
+    """The same actor id stored in another spelling: the value, and so the chain, holds."""
+    if db.backend != "sqlite":
+        pytest.skip("PostgreSQL stores a UUID in one form only")
+
+    async def body(session: AsyncSession) -> None:
+        await session.execute(
+            text("UPDATE audit_events SET actor_id = upper(actor_id) WHERE seq = 17")
+        )
+
+    intrude(db, body)
+
+
+def _delete_one(db: Any) -> None:
+    async def body(session: AsyncSession) -> None:
+        await session.execute(text("DELETE FROM audit_events WHERE seq = 26"))
+
+    intrude(db, body)
+
+
+def _rebuilt(db: Any) -> None:
+    rebuild_from(db, 30, detail='{"n":-1}')
+
+
+def _nothing(db: Any) -> None:
+    return None
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [_nothing, _change_detail, _change_time, _odd_but_equal_uuid, _delete_one, _rebuilt],
+)
+@pytest.mark.parametrize("split", [False, True])
+def test_fast_and_orm_paths_agree(db: Any, damage: Damage, split: bool) -> None:
+    append_events(db, 40)
+    damage(db)
+    fast, orm = _walks(db, split_at=20 if split else None)
+    assert fast == orm
+
+
+def test_verify_chain_agrees_with_the_orm_path(
+    db: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    append_events(db, 90)
+    _change_detail(db)
+    fast = verify(db, settings)
+
+    async def no_fast_path(*_args: Any, **_kwargs: Any) -> None:
+        return None
+
+    monkeypatch.setattr(checkpoints, "_raw_batches", no_fast_path)
+    orm = verify(db, settings)
+    assert (fast.ok, fast.checked, fast.first_bad_seq, fast.reason) == (
+        orm.ok,
+        orm.checked,
+        orm.first_bad_seq,
+        orm.reason,
+    )
+    assert fast.first_bad_seq == 12
