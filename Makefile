@@ -10,7 +10,10 @@ STAMP       := $(VENV)/.installed
 HOST        ?= 127.0.0.1
 PORT        ?= 8000
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): one per CPU. PYTEST_WORKERS=0 runs in this process.
+PYTEST_WORKERS ?= auto
 LOCK_ARGS   ?=
+BENCH_ARGS  ?=
 # Admin URL the test suite uses to create/drop its own PostgreSQL databases.
 # Set it to an empty value to run the SQLite tests only.
 CASEMGR_TEST_PG_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
@@ -18,7 +21,7 @@ CASEMGR_TEST_PG_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 PIP_COMPILE_FLAGS := --extra dev --strip-extras --allow-unsafe \
 	--no-emit-index-url --no-emit-find-links --no-emit-trusted-host
 
-.PHONY: help venv init run test lint fmt bench lock clean
+.PHONY: help venv init run test lint fmt bench bench-full lock clean
 
 help: ## Show this help
 	@echo "Usage: make <target> [VAR=value ...]"
@@ -69,25 +72,26 @@ test: $(STAMP) ## Run the whole test suite (PostgreSQL too when reachable)
 		url=; \
 	fi; \
 	export CASEMGR_TEST_PG_URL="$$url"; \
-	echo "+ CASEMGR_TEST_PG_URL=$${url:+$$shown} $(BIN)/python -m pytest $(PYTEST_ARGS)"; \
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	echo "+ CASEMGR_TEST_PG_URL=$${url:+$$shown} $(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)"; \
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff check, ruff format --check, mypy
+lint: $(STAMP) ## ruff check, ruff format --check, mypy, bandit
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/bandit -q -c pyproject.toml -r casemgr
 
 fmt: $(STAMP) ## Format with ruff and apply ruff's safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: ## Run the benchmarks (python -m benchmarks)
-	@if [ ! -d benchmarks ]; then \
-		echo "error: no benchmarks/ package in this checkout yet; nothing to run" >&2; \
-		exit 1; \
-	fi
-	@$(MAKE) --no-print-directory venv
-	$(BIN)/python -m benchmarks
+# SQLite always; PostgreSQL too when CASEMGR_BENCH_PG_URL names an admin connection (the
+# benchmarks create and drop databases of their own). Results: var/bench/results.json.
+bench: $(STAMP) ## Run the benchmarks, quick sizes (SPEC §8 figures; BENCH_ARGS='--only reads')
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+bench-full: $(STAMP) ## Run the benchmarks at the sizes SPEC §8 names (tens of minutes)
+	$(BIN)/python -m benchmarks --full $(BENCH_ARGS)
 
 lock: $(STAMP) ## Regenerate requirements.lock from pyproject.toml (LOCK_ARGS=--upgrade to bump)
 	$(BIN)/pip-compile $(PIP_COMPILE_FLAGS) $(LOCK_ARGS) -o requirements.lock pyproject.toml
@@ -95,3 +99,15 @@ lock: $(STAMP) ## Regenerate requirements.lock from pyproject.toml (LOCK_ARGS=--
 clean: ## Remove .venv, caches, build output and var/ (keeps keys/)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info var
 	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# -- web UI (issue 9) ----------------------------------------------------------------------
+# Catalogues are .po files read at start-up (casemgr.web.i18n): no compile step, no .mo.
+I18N_DIR := casemgr/web/translations
+.PHONY: i18n
+i18n: $(STAMP) ## Extract UI messages and merge them into the zh_Hans and en catalogues
+	$(BIN)/pybabel extract -F babel.cfg -k N_ --no-location --sort-output --omit-header \
+		-o $(I18N_DIR)/messages.pot .
+	$(BIN)/pybabel update -i $(I18N_DIR)/messages.pot -d $(I18N_DIR) -D messages \
+		--no-fuzzy-matching --omit-header --ignore-obsolete
+	@echo "Now translate the new entries of $(I18N_DIR)/zh_Hans/LC_MESSAGES/messages.po;"
+	@echo "tests/web/test_i18n.py fails while any message lacks a Chinese translation."

@@ -8,17 +8,19 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from litestar import Litestar, get
+from litestar import Litestar, Response, Router, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from casemgr import audit
 from casemgr.accounts import passwords
-from casemgr.accounts.controllers import AuthController
+from casemgr.accounts.controllers import AuthController, MeController, UserController
 from casemgr.audit.controllers import AuditController
 from casemgr.authz import Authorizer
+from casemgr.care.controllers import CONTROLLERS as CARE_CONTROLLERS
 from casemgr.crypto import Crypto, KeyRing
 from casemgr.db import create_engine, create_sessionmaker
 from casemgr.dependencies import (
@@ -30,10 +32,17 @@ from casemgr.dependencies import (
     provide_sessions,
     provide_settings,
 )
-from casemgr.problems import EXCEPTION_HANDLERS
+from casemgr.guards import JSON_MAX_BODY_BYTES, InputGuard
+from casemgr.net import ForwardedHeaders
+from casemgr.problems import EXCEPTION_HANDLERS, problem
+from casemgr.reports.controllers import ReportController
+from casemgr.schools.controllers import SchoolController, TransferController
+from casemgr.screening.controllers import ScreeningController
+from casemgr.screening.services import load_instruments
 from casemgr.security_headers import add_security_headers
 from casemgr.settings import Settings
 from casemgr.students.controllers import StudentController
+from casemgr.web import WebPlugin
 
 log = logging.getLogger("casemgr")
 
@@ -43,18 +52,28 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
+def _missing_schema_page(response: Response[Any]) -> Response[Any]:
+    """Litestar answers unknown /schema/* paths with an HTML page; answer like everywhere else."""
+    return problem(404, "Not Found") if response.status_code == 404 else response
+
+
+async def _seal_once(app: Litestar) -> None:
+    """Seal the chain's tip; a refusal or a failure is logged by its type only.
+
+    A refusal (``audit.CheckpointRefused``) means the chain no longer extends the last
+    trusted checkpoint: nothing is signed, and ``casemgr audit verify`` says where.
+    """
+    try:
+        await audit.seal(app.state.sessions, app.state.crypto.keyring, app.state.settings)
+    except Exception as exc:  # keep sealing later; verification will show any gap
+        log.error("audit checkpoint failed: %s", type(exc).__name__)
+
+
 async def _checkpoint_loop(app: Litestar) -> None:
     settings: Settings = app.state.settings
     while True:
         await asyncio.sleep(settings.checkpoint_interval_seconds)
-        try:
-            await audit.write_checkpoint(
-                app.state.sessions,
-                app.state.crypto.keyring.audit_signing_key,
-                settings.checkpoint_file,
-            )
-        except Exception as exc:  # keep sealing later; verification will show any gap
-            log.error("audit checkpoint failed: %s", type(exc).__name__)
+        await _seal_once(app)
 
 
 @contextlib.asynccontextmanager
@@ -72,12 +91,7 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
                 await task
         if settings.checkpoint_interval_seconds > 0:
             # Seal what this process appended, so a restart leaves nothing unsealed.
-            with contextlib.suppress(Exception):
-                await audit.write_checkpoint(
-                    app.state.sessions,
-                    app.state.crypto.keyring.audit_signing_key,
-                    settings.checkpoint_file,
-                )
+            await _seal_once(app)
         await app.state.engine.dispose()
 
 
@@ -92,9 +106,26 @@ def create_app(settings: Settings | None = None) -> Litestar:
         "sessions": create_sessionmaker(engine),
         "crypto": Crypto(keyring),
         "authorizer": Authorizer(),
+        # Psychological screening (issue 8): built-in and local instrument definitions.
+        "instruments": load_instruments(settings),
     }
-    return Litestar(
-        route_handlers=[health, AuthController, StudentController, AuditController],
+    app = Litestar(
+        route_handlers=[
+            health,
+            AuthController,
+            StudentController,
+            AuditController,
+            # School administration and onboarding (issue 6)
+            MeController,
+            UserController,
+            SchoolController,
+            TransferController,
+            # Care programme and its aggregate report (issue 7)
+            *CARE_CONTROLLERS,
+            ReportController,
+            # Psychological screening (issue 8)
+            ScreeningController,
+        ],
         dependencies={
             "db_session": Provide(provide_db_session),
             "principal": Provide(provide_principal),
@@ -105,8 +136,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "settings": Provide(provide_settings, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[InputGuard()],
+        request_max_body_size=JSON_MAX_BODY_BYTES,
         before_send=[add_security_headers],
         lifespan=[_lifespan],
+        # The web UI (pages, static files): casemgr.web.
+        plugins=[WebPlugin()],
         state=State(state),
         openapi_config=OpenAPIConfig(
             title="casemgr",
@@ -116,6 +151,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
             ),
             security=[{"bearer": []}],
+            # The document only (/schema/openapi.json, and /schema itself): Litestar's
+            # documentation pages load their scripts from a CDN, which the CSP forbids.
+            render_plugins=[JsonRenderPlugin()],
+            openapi_router=Router(
+                "/schema",
+                route_handlers=[],
+                include_in_schema=False,
+                after_request=_missing_schema_page,
+            ),
         ),
         debug=False,
     )
+    # Litestar's own middleware runs after routing; the client address and scheme must be
+    # settled before anything (404s and the HSTS header included) reads them.
+    app.asgi_handler = ForwardedHeaders(app.asgi_handler, settings.trusted_proxies)
+    return app

@@ -4,15 +4,20 @@ progress and human-readable notes go to stderr."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import re
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
 import click
 import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.text import Text
+from sqlalchemy.exc import DBAPIError
 
 from casemgr import audit
 from casemgr.authz import Role
@@ -29,9 +34,24 @@ def emit(payload: dict[str, Any]) -> None:
     click.echo(msgspec.json.encode(payload).decode())
 
 
-def fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print ``error: message`` to stderr once and exit (2: the input was refused)."""
+    # Plain text, not rich markup: a message naming a path such as "keys[1]" must print as
+    # is; and unwrapped, so that a log line holds the whole message.
+    err.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
     sys.exit(code)
+
+
+def describe(exc: DomainError) -> str:
+    """A domain error for a person: one line per refused field, else the detail.
+
+    ``InvalidInput.detail`` already joins its field errors, so printing both the detail and
+    the list showed every message twice.
+    """
+    errors = exc.extra.get("errors") or []
+    if not errors:
+        return exc.detail
+    return "\n  ".join(f"{e['field']}: {e['message']}" for e in errors)
 
 
 class Runtime:
@@ -49,26 +69,55 @@ class Runtime:
         return Crypto(self.keyring)
 
 
+def warn(message: str) -> None:
+    err.print(Text.assemble(("warning:", "yellow"), " ", message), highlight=False)
+
+
+async def _audit_head(rt: Runtime) -> int | None:
+    """The audit chain's head, or None while the database is not migrated yet."""
+    try:
+        async with rt.sessions() as session:
+            return await audit.head_seq(session)
+    except (DBAPIError, OSError):
+        return None
+
+
+async def _seal_new_events(rt: Runtime, before: int | None) -> None:
+    """Seal what the command appended, so an operator's work is never left unsealed."""
+    after = await _audit_head(rt)
+    if not after or after == before:
+        return
+    try:
+        keyring = rt.keyring or KeyRing(rt.settings.keys_dir)
+        await audit.seal(rt.sessions, keyring, rt.settings)
+    except (audit.CheckpointRefused, KeyRingError, DBAPIError, OSError) as exc:
+        warn(f"the audit chain was not sealed: {exc}")
+
+
 def run(
     settings: Settings, body: Callable[[Runtime], Awaitable[T]], *, need_keys: bool = True
 ) -> T:
+    """Run one command's work; then seal the audit events it appended (once, here)."""
+
     async def main() -> T:
         runtime = Runtime(settings, need_keys=need_keys)
         try:
-            return await body(runtime)
+            before = await _audit_head(runtime)
+            try:
+                return await body(runtime)
+            finally:
+                await _seal_new_events(runtime, before)
         finally:
             await runtime.engine.dispose()
 
     try:
         return asyncio.run(main())
     except DomainError as exc:
-        fail(
-            exc.detail
-            + "".join(f"\n  {e['field']}: {e['message']}" for e in exc.extra.get("errors", []))
-        )
+        fail(describe(exc))
     except KeyRingError as exc:
         fail(str(exc))
-    raise AssertionError("unreachable")
+    except audit.CheckpointRefused as exc:
+        fail(f"refused to sign the audit chain: {exc}", code=1)
 
 
 @click.group()
@@ -109,12 +158,52 @@ def init(settings: Settings) -> None:
     emit({"keys_created": created, "migrated": True})
 
 
+class Host(click.ParamType):
+    """An IP address or a host name (RFC 1123) to listen on."""
+
+    name = "host"
+    _label = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)", re.IGNORECASE)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        try:
+            return str(ipaddress.ip_address(text))
+        except ValueError:
+            pass
+        labels = text.removesuffix(".").split(".")
+        if len(text) <= 253 and all(self._label.fullmatch(label) for label in labels):
+            return text
+        self.fail(f"{text!r} is neither an IP address nor a host name", param, ctx)
+
+
+def uvicorn_options(host: str, port: int) -> dict[str, Any]:
+    """How ``serve`` runs uvicorn (the benchmarks serve the same way).
+
+    uvloop and httptools (dependencies of casemgr) parse HTTP and run the event loop in C:
+    pure-Python h11 took a quarter of the service's CPU on a plain read. Forwarded headers
+    are read by the application itself, and only from the proxies in
+    CASEMGR_TRUSTED_PROXIES (casemgr.net); uvicorn must not believe them from anyone.
+    """
+    return {
+        "host": host,
+        "port": port,
+        "loop": "auto",
+        "http": "auto",
+        "proxy_headers": False,
+        "server_header": False,
+    }
+
+
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True, type=Host())
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.pass_obj
 def serve(settings: Settings, host: str, port: int) -> None:
-    """Run the web service."""
+    """Run the web service.
+
+    Forwarded headers are read by the application itself, and only from the proxies in
+    CASEMGR_TRUSTED_PROXIES (casemgr.net); uvicorn must not believe them from anyone.
+    """
     import uvicorn
 
     from casemgr.app import create_app
@@ -123,37 +212,67 @@ def serve(settings: Settings, host: str, port: int) -> None:
         app = create_app(settings)
     except KeyRingError as exc:
         fail(str(exc))
-    uvicorn.run(app, host=host, port=port, proxy_headers=True, server_header=False)
+    uvicorn.run(app, **uvicorn_options(host, port))
 
 
 @main.command()
 @click.option("--if-empty", is_flag=True, help="Do nothing (exit 0) when the database has data.")
+@click.option(
+    "--show-logins",
+    is_flag=True,
+    help="Print the demo logins again (kept in the var directory when the demo was seeded).",
+)
 @click.pass_obj
-def demo(settings: Settings, if_empty: bool) -> None:
-    """Fill an empty database with a synthetic county and print one login per role, once."""
-    from casemgr.demo import DatabaseNotEmpty, seed
+def demo(settings: Settings, if_empty: bool, show_logins: bool) -> None:
+    """Fill an empty database with a synthetic county and print one login per role."""
+    from casemgr.demo import DatabaseNotEmpty, demo_school_id, save_logins, saved_logins, seed
+
+    async def stored(rt: Runtime) -> list[dict[str, Any]] | None:
+        return saved_logins(settings.var_dir, await demo_school_id(rt.sessions))
+
+    if show_logins:
+        logins = run(settings, stored)
+        if logins is None:
+            fail("no demo logins are kept for this database (was it seeded by `casemgr demo`?)")
+        print_demo_logins(logins)
+        emit({"logins": logins})
+        return
 
     async def body(rt: Runtime) -> Any:
-        return await seed(rt.sessions, rt.crypto)
+        logins = await seed(rt.sessions, rt.crypto)
+        school_id = await demo_school_id(rt.sessions)
+        assert school_id is not None
+        save_logins(settings.var_dir, school_id, logins)
+        return logins
 
     try:
         logins = run(settings, body)
     except DatabaseNotEmpty:
-        if if_empty:
-            err.print("The database already has data; demo logins were printed when it was seeded.")
+        if not if_empty:
+            fail("the database is not empty; the demo only fills an empty one")
+        logins = run(settings, stored)
+        if logins is None:
+            err.print("The database already has data (not a demo this checkout seeded).")
             return
-        fail("the database is not empty; the demo only fills an empty one")
-    from rich.table import Table
-
-    table = Table(title="Demo logins (shown once; the data is synthetic)")
-    for column in ("role", "username", "password", "TOTP secret"):
-        table.add_column(column, overflow="fold")
-    for login in logins:
-        table.add_row(
-            login["role"], login["username"], login["password"], login["totp_secret"] or "-"
-        )
-    err.print(table)
+    print_demo_logins(logins)
     emit({"logins": logins})
+
+
+def print_demo_logins(logins: list[dict[str, Any]]) -> None:
+    """One login per block, every value on one unbroken line (copy them whole)."""
+    lines = ["", "Demo logins (synthetic data; `casemgr demo --show-logins` prints them again):"]
+    for login in logins:
+        lines.append(f"  {login['role']}: username {login['username']}")
+        lines.append(f"      password     {login['password']}")
+        if login.get("totp_secret"):
+            lines.append(f"      TOTP secret  {login['totp_secret']}")
+        for school_class in login.get("classes") or []:
+            lines.append(
+                f"      class        {school_class['name']} ({school_class['school_year']})"
+                f"  id {school_class['id']}"
+            )
+    lines.append("")
+    click.echo("\n".join(lines), err=True)
 
 
 @main.group()
@@ -258,15 +377,34 @@ def audit_group() -> None:
 
 
 @audit_group.command("verify")
+@click.option(
+    "--public-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The audit public key(s) to trust (default: audit-signing.pub in the keys directory).",
+)
+@click.option(
+    "--checkpoint-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Checkpoints to hold the database against, e.g. a copy collected by the anchor"
+    " (default: CASEMGR_AUDIT_CHECKPOINT_FILE).",
+)
 @click.pass_obj
-def audit_verify(settings: Settings) -> None:
+def audit_verify(settings: Settings, public_key: Path | None, checkpoint_file: Path | None) -> None:
     """Check the whole chain and the signed checkpoints; exit 1 when anything is wrong."""
+    from casemgr.crypto.keyring import AUDIT_PUBLIC_FILE, read_audit_public_keys
+
+    try:
+        trusted = read_audit_public_keys(public_key or settings.keys_dir / AUDIT_PUBLIC_FILE)
+    except KeyRingError as exc:
+        fail(str(exc))
 
     async def body(rt: Runtime) -> audit.VerifyResult:
-        assert rt.keyring is not None
         async with rt.sessions() as session:
             result = await audit.verify_chain(
-                session, rt.keyring.audit_public_key, settings.checkpoint_file
+                session,
+                trusted,
+                checkpoint_file or settings.checkpoint_file,
+                seal_deadline=settings.seal_deadline,
             )
         if result.ok:
             async with transaction(rt.sessions) as session:
@@ -279,22 +417,35 @@ def audit_verify(settings: Settings) -> None:
                 )
         return result
 
-    result = run(settings, body)
+    result = run(settings, body, need_keys=False)
     if not result.ok:
-        err.print(f"[red]audit trail damaged:[/red] {result.reason}", highlight=False)
+        err.print(
+            Text.assemble(("audit trail damaged:", "red"), " ", result.reason or ""),
+            highlight=False,
+        )
     emit(result.as_dict())
     sys.exit(0 if result.ok else 1)
 
 
 @audit_group.command("checkpoint")
+@click.option(
+    "--adopt-unanchored",
+    is_flag=True,
+    help="Seal a chain that no checkpoint anchors although its events are past the seal"
+    " deadline (after checking it by other means); the adoption is itself audited.",
+)
 @click.pass_obj
-def audit_checkpoint(settings: Settings) -> None:
-    """Sign the chain's tip now (the service also does this periodically)."""
+def audit_checkpoint(settings: Settings, adopt_unanchored: bool) -> None:
+    """Sign the chain's tip now (the service also does this periodically).
+
+    Refuses (exit 1), signing nothing, when the chain does not extend the last checkpoint
+    that the database, the checkpoint file and the pinned public keys agree on.
+    """
 
     async def body(rt: Runtime) -> Any:
         assert rt.keyring is not None
-        return await audit.write_checkpoint(
-            rt.sessions, rt.keyring.audit_signing_key, settings.checkpoint_file
+        return await audit.seal(
+            rt.sessions, rt.keyring, settings, adopt_unanchored=adopt_unanchored
         )
 
     checkpoint = run(settings, body)
@@ -308,10 +459,35 @@ def keys() -> None:
 
 @keys.command("rotate")
 @click.option("--batch-size", default=2000, show_default=True, type=click.IntRange(1, 100_000))
+@click.option(
+    "--audit-signing",
+    is_flag=True,
+    help="Rotate the audit-signing key instead (the old key hands over in a signed record).",
+)
+@click.option(
+    "--blind-index",
+    is_flag=True,
+    help="Rotate the blind-index key instead (lookup indexes are recomputed; resumable).",
+)
 @click.pass_obj
-def keys_rotate(settings: Settings, batch_size: int) -> None:
-    """Add a key-encryption key version and rewrap every data key (resumes an unfinished run)."""
+def keys_rotate(
+    settings: Settings, batch_size: int, audit_signing: bool, blind_index: bool
+) -> None:
+    """Add a key-encryption key version and rewrap every data key (resumes an unfinished run).
+
+    Fields still in the old unpadded format are resealed afterwards (as ``keys reseal``).
+    """
+    from casemgr.crypto.reseal import reseal
     from casemgr.crypto.rotation import rotate
+
+    if audit_signing and blind_index:
+        fail("give --audit-signing or --blind-index, not both")
+    if audit_signing:
+        rotate_audit_signing(settings)
+        return
+    if blind_index:
+        rotate_blind_index_key(settings, batch_size)
+        return
 
     async def body(rt: Runtime) -> Any:
         assert rt.keyring is not None
@@ -329,6 +505,7 @@ def keys_rotate(settings: Settings, batch_size: int) -> None:
                 bar.update(task, completed=done, total=total)
 
             result = await rotate(rt.sessions, rt.keyring, batch_size=batch_size, progress=progress)
+        resealed = await reseal(rt.sessions, rt.crypto)
         async with transaction(rt.sessions) as session:
             await audit.record(
                 session,
@@ -336,16 +513,84 @@ def keys_rotate(settings: Settings, batch_size: int) -> None:
                 actor=None,
                 resource_type="key_ring",
                 resource_id=f"kek-{result.target_version}",
-                detail={"rewrapped": result.rewrapped, "resumed": result.resumed},
+                detail={
+                    "rewrapped": result.rewrapped,
+                    "resumed": result.resumed,
+                    "resealed": sum(resealed.values()),
+                },
+            )
+        return result, sum(resealed.values())
+
+    result, resealed = run(settings, body)
+    emit(
+        {
+            "kek_version": result.target_version,
+            "rewrapped": result.rewrapped,
+            "resumed": result.resumed,
+            "resealed": resealed,
+        }
+    )
+
+
+def rotate_blind_index_key(settings: Settings, batch_size: int) -> None:
+    """``keys rotate --blind-index``: see casemgr.crypto.rotation (rerun to resume)."""
+    from casemgr.crypto.rotation import rotate_blind_index
+
+    async def body(rt: Runtime) -> Any:
+        with Progress(
+            TextColumn("recomputing lookup indexes"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=err,
+        ) as bar:
+            task = bar.add_task("reindex", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            result = await rotate_blind_index(
+                rt.sessions, rt.crypto, batch_size=batch_size, progress=progress
+            )
+        async with transaction(rt.sessions) as session:
+            await audit.record(
+                session,
+                audit.Action.KEYS_ROTATE,
+                actor=None,
+                resource_type="key_ring",
+                resource_id=f"blind-index-{result.target_version}",
+                detail={
+                    "kind": "blind_index",
+                    "reindexed": result.rewrapped,
+                    "resumed": result.resumed,
+                },
             )
         return result
 
     result = run(settings, body)
     emit(
         {
-            "kek_version": result.target_version,
-            "rewrapped": result.rewrapped,
+            "blind_index_version": result.target_version,
+            "reindexed": result.rewrapped,
             "resumed": result.resumed,
+        }
+    )
+
+
+def rotate_audit_signing(settings: Settings) -> None:
+    """``keys rotate --audit-signing``: see casemgr.audit.rotation (rerun to resume)."""
+    from casemgr.audit.rotation import rotate_audit_signing_key
+
+    async def body(rt: Runtime) -> Any:
+        assert rt.keyring is not None
+        return await rotate_audit_signing_key(rt.sessions, rt.keyring, settings)
+
+    result = run(settings, body)
+    emit(
+        {
+            "audit_signing_key_id": result.key_id,
+            "previous_key_id": result.previous_key_id,
+            "resumed": result.resumed,
+            "checkpoint_seq": result.checkpoint_seq,
         }
     )
 
@@ -372,3 +617,208 @@ def keys_status(settings: Settings) -> None:
             "versions_not_needed": status.versions_not_needed,
         }
     )
+
+
+@keys.command("reseal")
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 100_000))
+@click.pass_obj
+def keys_reseal(settings: Settings, batch_size: int) -> None:
+    """Rewrite every format-1 (unpadded) field ciphertext as format 2 (resumable)."""
+    from casemgr.crypto.reseal import reseal
+
+    async def body(rt: Runtime) -> dict[str, int]:
+        with Progress(TextColumn("resealing {task.description}"), console=err) as bar:
+            task = bar.add_task("fields", total=None)
+
+            def progress(table: str, done: int) -> None:
+                bar.update(task, description=f"{table}: {done}")
+
+            counts = await reseal(rt.sessions, rt.crypto, batch_size=batch_size, progress=progress)
+        async with transaction(rt.sessions) as session:
+            await audit.record(
+                session,
+                audit.Action.KEYS_RESEAL,
+                actor=None,
+                resource_type="key_ring",
+                detail={"resealed": sum(counts.values())},
+            )
+        return counts
+
+    counts = run(settings, body)
+    emit({"resealed": counts})
+
+
+@keys.command("retire")
+@click.argument("version", type=click.IntRange(1))
+@click.option("--blind-index", is_flag=True, help="Retire a blind-index key version instead.")
+@click.pass_obj
+def keys_retire(settings: Settings, version: int, blind_index: bool) -> None:
+    """Destroy a key version that no stored key or index uses any more."""
+    from casemgr.crypto.rotation import retire_blind_index_version, retire_kek_version
+
+    async def body(rt: Runtime) -> str:
+        assert rt.keyring is not None
+        retire = retire_blind_index_version if blind_index else retire_kek_version
+        async with transaction(rt.sessions) as session:
+            name = await retire(session, rt.keyring, version)
+            await audit.record(
+                session,
+                audit.Action.KEYS_RETIRE,
+                actor=None,
+                resource_type="key_ring",
+                resource_id=name,
+            )
+        return name
+
+    emit({"retired": run(settings, body)})
+
+
+# -- care programme (issue 7) -----------------------------------------------------------
+
+
+@main.group()
+def retention() -> None:
+    """Retention rules (per record kind, configured in the environment)."""
+
+
+@retention.command("run")
+@click.option("--dry-run", is_flag=True, help="Count what is due; change nothing.")
+@click.pass_obj
+def retention_run(settings: Settings, dry_run: bool) -> None:
+    """Apply the retention rules: erase (crypto-shred) students past retention."""
+    from casemgr.care.retention import run_retention
+
+    async def body(rt: Runtime) -> dict[str, Any]:
+        outcomes = await run_retention(rt.sessions, rt.crypto, settings, dry_run=dry_run)
+        return {name: msgspec.to_builtins(outcome) for name, outcome in outcomes.items()}
+
+    rules = run(settings, body)
+    for name, outcome in rules.items():
+        err.print(f"{name}: {outcome['due']} due, {outcome['applied']} applied", highlight=False)
+    emit({"dry_run": dry_run, "rules": rules})
+
+
+# -- school administration (issue 6) -------------------------------------------------------
+
+
+@main.group()
+def students() -> None:
+    """Students."""
+
+
+@students.command("import")
+@click.option("--school-id", required=True, type=click.UUID)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+def students_import(settings: Settings, school_id: uuid.UUID, file: Path) -> None:
+    """Import a school's roster from a CSV or XLSX file (all rows or none)."""
+    from casemgr.students.imports import RosterRejected, import_roster, open_roster, sniff
+
+    async def body(rt: Runtime) -> Any:
+        with (
+            file.open("rb") as handle,
+            Progress(
+                TextColumn("importing students"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=err,
+            ) as bar,
+        ):
+            task = bar.add_task("import", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            media_type = sniff(handle.read(4))
+            handle.seek(0)
+            try:
+                async with transaction(rt.sessions) as session:
+                    return await import_roster(
+                        session,
+                        rt.crypto,
+                        school_id,
+                        open_roster(handle, media_type),
+                        actor=None,
+                        progress=progress,
+                    )
+            except RosterRejected as refused:
+                return refused
+
+    result = run(settings, body)
+    if isinstance(result, DomainError):
+        for item in result.extra["rejected"]:
+            err.print(Text(f"row {item['row']}: {item['error']}"), highlight=False)
+        emit({"created": 0, "rejected": result.extra["rejected"]})
+        sys.exit(2)
+    emit({"created": result.created, "rejected": []})
+
+
+@main.group()
+def year() -> None:
+    """School years."""
+
+
+@year.command("rollover")
+@click.option("--school-id", required=True, type=click.UUID)
+@click.option("--to", "to_school_year", required=True, help="The new school year, e.g. 2027-2028.")
+@click.option("--dry-run", is_flag=True, help="Show the plan and change nothing.")
+@click.pass_obj
+def year_rollover(
+    settings: Settings, school_id: uuid.UUID, to_school_year: str, dry_run: bool
+) -> None:
+    """Move every class up a grade into the new school year; the top grade leaves."""
+    from casemgr.schools.rollover import rollover
+
+    async def body(rt: Runtime) -> Any:
+        async with transaction(rt.sessions) as session:
+            return await rollover(session, rt.crypto, school_id, to_school_year, dry_run=dry_run)
+
+    plan = run(settings, body)
+    for step in plan.classes:
+        target = (
+            "leaves" if step.action == "leave" else f"-> {step.to_name} (grade {step.to_grade})"
+        )
+        err.print(
+            Text(f"{step.name} (grade {step.grade}, {step.students} students) {target}"),
+            highlight=False,
+        )
+    emit(msgspec.to_builtins(plan))
+
+
+# -- psychological screening (issue 8) -------------------------------------------------------
+
+
+@main.group()
+def instruments() -> None:
+    """Screening instruments (definitions as data)."""
+
+
+@instruments.command("check")
+@click.argument(
+    "directory",
+    required=False,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
+@click.pass_obj
+def instruments_check(settings: Settings, directory: Path | None) -> None:
+    """Check a school's own instrument definitions (default: CASEMGR_INSTRUMENTS_DIR).
+
+    Prints each problem (file and rule) to stderr and exits 1 when there is any.
+    """
+    from casemgr.screening.instruments import load_catalogue
+
+    folder = directory if directory is not None else settings.instruments_dir
+    catalogue = load_catalogue(folder)
+    for problem in catalogue.problems:
+        err.print(Text.assemble(("refused:", "red"), " ", problem), highlight=False, soft_wrap=True)
+    emit(
+        {
+            "ok": not catalogue.problems,
+            "directory": None if folder is None else str(folder),
+            "instruments": sorted(catalogue.instruments),
+            "problems": catalogue.problems,
+        }
+    )
+    if catalogue.problems:
+        sys.exit(1)

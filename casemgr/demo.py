@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import secrets
+import uuid
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -14,10 +18,12 @@ from casemgr import audit
 from casemgr.accounts.models import User
 from casemgr.accounts.services import create_user
 from casemgr.authz import Role
+from casemgr.care.demo import seed_care_programme
 from casemgr.crypto import Crypto
 from casemgr.db import transaction
 from casemgr.schools.models import School
 from casemgr.schools.services import add_class, add_school
+from casemgr.screening.demo import seed_screening
 from casemgr.students.schemas import GuardianIn, StudentIn
 from casemgr.students.services import insert_student
 
@@ -67,7 +73,8 @@ async def seed(
     sessions: async_sessionmaker[AsyncSession], crypto: Crypto, *, students_per_class: int = 12
 ) -> list[dict[str, Any]]:
     """Create one school, three classes, students and one account per role."""
-    rng = random.Random(20260901)
+    # Seeded on purpose: the same synthetic names and dates every time; secrets use `secrets`.
+    rng = random.Random(20260901)  # nosec B311
     year = current_school_year()
     first_year = int(year[:4])
     logins: list[dict[str, Any]] = []
@@ -134,8 +141,21 @@ async def seed(
                     "username": username,
                     "password": password,
                     "totp_secret": created.totp_secret,
+                    # What a newcomer needs next: the class ids a class teacher reads.
+                    "classes": [
+                        {"id": str(c.id), "name": c.name, "school_year": c.school_year}
+                        for c in classes
+                        if c.id in class_ids
+                    ],
                 }
             )
+        # Synthetic data only: a seeded generator keeps the demo county reproducible.
+        care_rng = random.Random(rng.random())  # nosec B311
+        screening_rng = random.Random(rng.random())  # nosec B311
+        # The care programme grows the demo into a county with care records.
+        await seed_care_programme(session, crypto, school_id=school.id, year=year, rng=care_rng)
+        # A screening round with consents and results, some awaiting review.
+        await seed_screening(session, crypto, school_id=school.id, year=year, rng=screening_rng)
         await audit.record(
             session,
             audit.Action.DEMO_SEED,
@@ -146,3 +166,50 @@ async def seed(
             detail={"students": serial},
         )
     return logins
+
+
+# -- the demo logins, kept for `casemgr demo --show-logins` (issue 6) ----------------------
+#
+# Demo passwords are random and stored only as Argon2 hashes, so they cannot be shown again
+# from the database. The seeding command keeps what it printed in a file beside the demo
+# database, readable by its owner only (0600) and marked demo-only; `--show-logins` reads
+# it back, after checking that this database is the one it was written for.
+
+LOGINS_FILE = "demo-logins.json"
+DEMO_SCHOOL_CODE = "DEMO-001"
+DEMO_ONLY = (
+    "Demo only: synthetic accounts of a synthetic county. Never use the demo in production;"
+    " delete this file with the demo database."
+)
+
+
+def logins_path(var_dir: Path) -> Path:
+    return var_dir / LOGINS_FILE
+
+
+async def demo_school_id(sessions: async_sessionmaker[AsyncSession]) -> uuid.UUID | None:
+    """The demo school of this database, if the demo seeded it."""
+    async with sessions() as session:
+        return await session.scalar(select(School.id).where(School.code == DEMO_SCHOOL_CODE))
+
+
+def save_logins(var_dir: Path, school_id: uuid.UUID, logins: list[dict[str, Any]]) -> Path:
+    """Write the demo logins to ``var_dir`` (0600, replacing an older demo's file)."""
+    var_dir.mkdir(parents=True, exist_ok=True)
+    path = logins_path(var_dir)
+    payload = {"notice": DEMO_ONLY, "school_id": str(school_id), "logins": logins}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        json.dump(payload, handle, ensure_ascii=False, indent=1)
+    return path
+
+
+def saved_logins(var_dir: Path, school_id: uuid.UUID | None) -> list[dict[str, Any]] | None:
+    """The logins saved when the demo school ``school_id`` was seeded, or None (no file,
+    or a file written for another database)."""
+    path = logins_path(var_dir)
+    if school_id is None or not path.exists():
+        return None
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    return list(payload["logins"]) if payload.get("school_id") == str(school_id) else None

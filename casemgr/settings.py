@@ -8,10 +8,14 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+DEFAULT_CHECKPOINT_SECONDS = 300
+# Care programme: the smallest cell an aggregate report may ever show (SPEC §6).
+MIN_REPORT_CELL = 5
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,9 +68,13 @@ class Settings:
     # A bearer token or UI session unused for this long ends (ASVS 3.3.2).
     token_idle_seconds: int = 30 * 60
     checkpoint_interval_seconds: int = 300
-    # Where checkpoints also go, beyond the database's reach: syslog://, syslog+tcp://,
-    # http(s):// (an append-only receiver). None: the checkpoint file only.
+    # Where checkpoints also go, beyond the database's reach: syslog://host:port (UDP),
+    # syslog+tcp://host:port, http(s):// (an append-only receiver). None: the file only.
     audit_anchor_url: str | None = None
+    # Verification fails when an event older than this is covered by no checkpoint. None:
+    # twice the checkpoint interval, or twice DEFAULT_CHECKPOINT_SECONDS when the service
+    # does not seal by itself (interval 0; then seal from cron with `audit checkpoint`).
+    audit_seal_deadline_seconds: int | None = None
     # Failures one (account, client) pair may have in a window before it gets 429.
     login_max_failures_per_pair: int = 5
     # Failures an account (a client) may have before further attempts wait growing delays.
@@ -76,11 +84,29 @@ class Settings:
     login_delay_window_seconds: int = 24 * 3600
     login_delay_base_seconds: float = 1.0
     login_delay_max_seconds: float = 15 * 60
-    password_hash_workers: int = 2
+    # Argon2 hashes at once: one, so that hashing leaves the event loop a core (issue 10).
+    password_hash_workers: int = 1
     # Proxies whose X-Forwarded-For names the client (empty: the socket peer is the client).
     # Typed loosely: handlers receive Settings through Litestar, whose signature model
     # cannot convert a union of two custom classes; the values are ``IPNetwork``s.
     trusted_proxies: tuple[Any, ...] = ()
+    # -- care programme (issue 7) ---------------------------------------------------------
+    # Aggregate reports show no count under this many students (SPEC §6); at least
+    # MIN_REPORT_CELL, whatever the environment says.
+    report_min_cell: int = 10
+    # Retention per record kind (``casemgr retention run``): a student who left is erased
+    # (crypto-shredded) this many whole years after the day they left.
+    retention_left_student_years: int = 3
+    # -- psychological screening (issue 8) ----------------------------------------------
+    # A school's own instrument definitions (TOML, ``casemgr.screening.instruments``),
+    # loaded at start-up beside the built-in ones. None: the built-in ones only.
+    instruments_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.report_min_cell < MIN_REPORT_CELL:
+            raise ValueError(f"CASEMGR_REPORT_MIN_CELL must be at least {MIN_REPORT_CELL}")
+        if self.retention_left_student_years < 1:
+            raise ValueError("CASEMGR_RETENTION_LEFT_STUDENT_YEARS must be at least 1")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -101,6 +127,19 @@ class Settings:
             except ValueError as exc:
                 raise ValueError(f"{name} must be a whole number, got {raw!r}") from exc
 
+        anchor_url = source.get("CASEMGR_AUDIT_ANCHOR_URL") or None
+        if anchor_url is not None:
+            from casemgr.audit.sink import check_anchor_url
+
+            try:
+                check_anchor_url(anchor_url)
+            except ValueError as exc:
+                raise ValueError(f"CASEMGR_AUDIT_ANCHOR_URL: {exc}") from exc
+        seal_deadline = None
+        if source.get("CASEMGR_AUDIT_SEAL_DEADLINE_SECONDS"):
+            seal_deadline = num("CASEMGR_AUDIT_SEAL_DEADLINE_SECONDS", 0)
+            if seal_deadline <= 0:
+                raise ValueError("CASEMGR_AUDIT_SEAL_DEADLINE_SECONDS must be positive")
         return cls(
             database_url=normalise_database_url(raw_url),
             keys_dir=keys_dir,
@@ -108,16 +147,32 @@ class Settings:
             checkpoint_file=checkpoint_file,
             token_ttl_seconds=num("CASEMGR_TOKEN_TTL_SECONDS", 8 * 3600),
             token_idle_seconds=num("CASEMGR_TOKEN_IDLE_SECONDS", 30 * 60),
-            checkpoint_interval_seconds=num("CASEMGR_AUDIT_CHECKPOINT_SECONDS", 300),
-            audit_anchor_url=source.get("CASEMGR_AUDIT_ANCHOR_URL") or None,
+            checkpoint_interval_seconds=num(
+                "CASEMGR_AUDIT_CHECKPOINT_SECONDS", DEFAULT_CHECKPOINT_SECONDS
+            ),
+            audit_anchor_url=anchor_url,
+            audit_seal_deadline_seconds=seal_deadline,
             login_max_failures_per_pair=num("CASEMGR_LOGIN_MAX_FAILURES_PER_PAIR", 5),
             login_max_failures_per_account=num("CASEMGR_LOGIN_MAX_FAILURES_PER_ACCOUNT", 5),
             login_max_failures_per_client=num("CASEMGR_LOGIN_MAX_FAILURES_PER_CLIENT", 20),
             login_failure_window_seconds=num("CASEMGR_LOGIN_FAILURE_WINDOW_SECONDS", 15 * 60),
             login_delay_max_seconds=num("CASEMGR_LOGIN_DELAY_MAX_SECONDS", 15 * 60),
-            password_hash_workers=num("CASEMGR_PASSWORD_HASH_WORKERS", 2),
+            password_hash_workers=num("CASEMGR_PASSWORD_HASH_WORKERS", 1),
             trusted_proxies=parse_networks(source.get("CASEMGR_TRUSTED_PROXIES", "")),
+            report_min_cell=num("CASEMGR_REPORT_MIN_CELL", 10),
+            retention_left_student_years=num("CASEMGR_RETENTION_LEFT_STUDENT_YEARS", 3),
+            instruments_dir=Path(
+                source.get("CASEMGR_INSTRUMENTS_DIR") or str(var_dir / "instruments")
+            ),
         )
+
+    @property
+    def seal_deadline(self) -> timedelta:
+        """How old an event may grow before a missing checkpoint over it is a failure."""
+        if self.audit_seal_deadline_seconds is not None:
+            return timedelta(seconds=self.audit_seal_deadline_seconds)
+        interval = self.checkpoint_interval_seconds or DEFAULT_CHECKPOINT_SECONDS
+        return timedelta(seconds=2 * interval)
 
     @property
     def is_sqlite(self) -> bool:

@@ -123,7 +123,7 @@ def test_school_class_and_user_add(cli, db):
     assert actions == ["school:create", "class:create", "user:create", "user:create", "user:create"]
 
 
-SOMEWHERE = uuid.uuid4()  # a school id that does not exist
+SOMEWHERE = uuid.UUID("00000000-0000-4000-8000-0000000005e1")  # a school id nobody has
 
 
 @pytest.mark.parametrize(
@@ -222,12 +222,83 @@ def test_demo_names_are_visibly_synthetic(cli, app):
         assert items and all("示例" in item["full_name"] for item in items)
 
 
-def test_audit_verify_and_checkpoint_commands(cli):
+def checkpoint_seqs(db):
+    return [row[0] for row in db.execute("SELECT seq FROM audit_checkpoints ORDER BY seq")]
+
+
+def audit_head(db):
+    return db.execute("SELECT last_seq FROM audit_head")[0][0]
+
+
+def test_audit_verify_and_checkpoint_commands(cli, db):
+    from tests.audit.helpers import append_events
+
     cli("school", "add", "--name", "三中", "--code", "S-003")
-    checkpoint = last_json(cli("audit", "checkpoint"))
-    assert checkpoint["seq"] == 1
+    assert checkpoint_seqs(db) == [1]  # the command sealed its own event
+    assert last_json(cli("audit", "checkpoint")) == {"seq": None}
+    append_events(db, 2)  # what the service appends between its checkpoints
+    assert last_json(cli("audit", "checkpoint")) == {"seq": 3}
     verified = cli("audit", "verify")
-    assert last_json(verified) == {"ok": True, "checked": 1, "first_bad_seq": None}
+    assert last_json(verified) == {"ok": True, "checked": 3, "first_bad_seq": None}
+    # The verification is audited, and sealed like any command's work.
+    assert checkpoint_seqs(db) == [1, 3, 4]
+
+
+def test_every_command_that_appends_seals_the_chain_when_it_ends(cli, db, settings, tmp_path):
+    school_id = last_json(cli("school", "add", "--name", "四中", "--code", "S-004"))["id"]
+    assert checkpoint_seqs(db) == [audit_head(db)] == [1]
+    cli("class", "add", "--school-id", school_id, "--name", "1班", "--grade", "7",
+        "--school-year", "2026-2027")  # fmt: skip
+    cli("user", "add", "--username", "sun.t", "--role", "teacher", "--school-id", school_id,
+        "--password-stdin", input="a long enough password\n")  # fmt: skip
+    assert checkpoint_seqs(db) == [1, 2, 3] and audit_head(db) == 3
+    cli("keys", "status")  # appends nothing, so seals nothing
+    assert checkpoint_seqs(db) == [1, 2, 3]
+    # init seals the key ring's creation in a fresh installation.
+    fresh = tmp_path / "fresh"
+    env = {
+        "CASEMGR_DATABASE_URL": f"sqlite:///{fresh / 'casemgr.db'}",
+        "CASEMGR_KEYS_DIR": str(fresh / "keys"),
+        "CASEMGR_AUDIT_CHECKPOINT_FILE": str(fresh / "checkpoints.jsonl"),
+    }
+    cli("init", **env)
+    [line] = (fresh / "checkpoints.jsonl").read_text().splitlines()
+    assert json.loads(line)["seq"] == 1
+    assert last_json(cli("audit", "verify", **env))["ok"] is True
+
+
+def test_a_command_warns_but_succeeds_when_its_events_cannot_be_sealed(cli, db, settings):
+    cli("school", "add", "--name", "五中", "--code", "S-005")
+    settings.checkpoint_file.unlink()  # the anchors no longer agree: sealing is refused
+    result = cli("school", "add", "--name", "六中", "--code", "S-006")
+    uuid.UUID(last_json(result)["id"])
+    message = " ".join(result.stderr.split())
+    assert "warning: the audit chain was not sealed:" in message
+    assert "is missing, but the database holds 1 checkpoints" in message
+    assert checkpoint_seqs(db) == [1]
+
+
+def test_audit_verify_trusts_only_the_public_key_it_is_given(cli, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    cli("school", "add", "--name", "七中", "--code", "S-007")
+    other = tmp_path / "other.pub"
+    other.write_bytes(
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    result = cli("audit", "verify", "--public-key", str(other), expect=1)
+    assert last_json(result) == {
+        "ok": False,
+        "checked": 1,
+        "first_bad_seq": 1,
+        "reason": "checkpoint at 1 has a bad signature or an untrusted key",
+    }
+    assert "audit trail damaged" in result.stderr
+    missing = cli("audit", "verify", "--public-key", str(tmp_path / "absent.pub"), expect=2)
+    assert "cannot read the audit public key file" in " ".join(missing.stderr.split())
 
 
 def test_keys_status_reports_versions(cli):
@@ -241,3 +312,79 @@ def test_init_creates_the_sqlite_file_owner_only(cli, tmp_path):
     path = tmp_path / "private" / "casemgr.db"
     cli("init", CASEMGR_DATABASE_URL=f"sqlite:///{path}")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+# --- serve and error printing (issue 5, findings 2 and 12) ------------------------------
+
+
+@pytest.fixture
+def uvicorn_calls(monkeypatch) -> list[dict]:
+    """``uvicorn.run`` replaced by a recorder: serve's arguments, without serving."""
+    calls: list[dict] = []
+    monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: calls.append(kwargs))
+    return calls
+
+
+def test_serve_never_lets_uvicorn_trust_forwarded_headers(cli, uvicorn_calls):
+    cli("serve", "--host", "::1", "--port", "8443")
+    [kwargs] = uvicorn_calls
+    assert kwargs["host"] == "::1"
+    assert kwargs["port"] == 8443
+    assert kwargs["proxy_headers"] is False
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["--port", "99999"], "'--port': 99999 is not in the range 1<=x<=65535"),
+        (["--port", "0"], "'--port': 0 is not in the range"),
+        (["--port", "http"], "'--port': 'http' is not a valid integer"),
+        (["--host", "bad host!"], "'--host': 'bad host!' is neither an IP address nor a host"),
+        (["--host", "-leading.example"], "'--host'"),
+        (["--host", "a" * 64 + ".example"], "'--host'"),
+    ],
+)
+def test_serve_refuses_a_bad_host_or_port_clearly(cli, uvicorn_calls, args, complaint):
+    result = cli("serve", *args, expect=2)
+    assert complaint in result.stderr
+    assert "Traceback" not in result.stderr
+    assert uvicorn_calls == []
+
+
+def test_serve_takes_host_names_and_addresses(cli, uvicorn_calls):
+    for host in ("localhost", "casemgr.example.org", "127.0.0.1", "2001:DB8::1", "casemgr."):
+        cli("serve", "--host", host)
+    assert [call["host"] for call in uvicorn_calls] == [
+        "localhost",
+        "casemgr.example.org",
+        "127.0.0.1",
+        "2001:db8::1",
+        "casemgr.",
+    ]
+
+
+def test_each_error_prints_once(cli):
+    # Three refused fields at once: InvalidInput's detail joins them, and the CLI used to
+    # print that detail and then the same list again.
+    result = cli(
+        "user",
+        "add",
+        "--username",
+        "X",
+        "--role",
+        "teacher",
+        "--password-stdin",
+        input="short\n",
+        expect=2,
+    )
+    assert result.stderr.count("error:") == 1
+    for field in ("username:", "password:", "school_id:"):
+        assert result.stderr.count(field) == 1, (field, result.stderr)
+
+
+def test_error_messages_print_as_written(cli, tmp_path):
+    # Rich markup in a message (here, a path) is text, not styling to interpret or choke on.
+    keys = tmp_path / "no[bold]such[/bold]"
+    result = cli("keys", "status", CASEMGR_KEYS_DIR=str(keys), expect=2)
+    assert str(keys) in result.stderr
+    assert result.stderr.count("error:") == 1

@@ -51,6 +51,17 @@ def test_no_stigmatising_words_in_what_we_ship():
     assert find_forbidden(files) == []
 
 
+def test_the_scan_covers_the_templates_and_the_catalogues():
+    """The web UI's templates and both message catalogues are among the files scanned
+    (a move of either out of casemgr/ must not take them out of the scan)."""
+    files = _shipped_files()
+    names = {p.relative_to(ROOT).as_posix() for p in files}
+    assert sum(p.suffix == ".html" for p in files) > 15
+    assert "casemgr/web/translations/zh_Hans/LC_MESSAGES/messages.po" in names
+    assert "casemgr/web/translations/en/LC_MESSAGES/messages.po" in names
+    assert "casemgr/web/templates/base.html" in names
+
+
 def test_the_scan_finds_a_planted_word(tmp_path):
     planted = tmp_path / "messages.po"
     planted.write_text('msgstr "标签：Problem Student、后进生"', encoding="utf-8")

@@ -1,28 +1,26 @@
 from __future__ import annotations
 
-import os
+import asyncio
 import uuid
-from dataclasses import dataclass
+import weakref
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, cast
 
 import msgspec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import Table, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import Table, bindparam, event, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.sql.expression import Executable
+from sqlalchemy.util.concurrency import in_greenlet
 
-from casemgr.audit.chain import (
-    GENESIS_HASH,
-    Checkpoint,
-    checkpoint_signature_ok,
-    event_hash,
-    key_id,
-    sign_checkpoint,
-)
-from casemgr.audit.models import AuditCheckpoint, AuditEvent, AuditHead
-from casemgr.db import utcnow
+from casemgr.audit.chain import event_hash
+from casemgr.audit.models import AuditEvent, AuditHead
+from casemgr.db import holds_writer_turn, transaction_wrote, utcnow
 
 ALLOW = "allow"
 DENY = "deny"
@@ -34,6 +32,7 @@ class Action(StrEnum):
 
     LOGIN = "auth:login"
     LOGOUT = "auth:logout"
+    RESTRICTED = "auth:restricted"
     SCHOOL_CREATE = "school:create"
     CLASS_CREATE = "class:create"
     USER_CREATE = "user:create"
@@ -48,7 +47,75 @@ class Action(StrEnum):
     AUDIT_CHECKPOINT = "audit:checkpoint"
     KEYS_INIT = "keys:init"
     KEYS_ROTATE = "keys:rotate"
+    KEYS_RESEAL = "keys:reseal"
+    KEYS_RETIRE = "keys:retire"
     DEMO_SEED = "demo:seed"
+    # -- school administration and onboarding (issue 6) ---------------------------------
+    USER_LIST = "user:list"
+    USER_DISABLE = "user:disable"
+    # Action names, not passwords: ruff (S105) and bandit (B105) mistake two for ones.
+    USER_RESET_PASSWORD = "user:reset_password"  # noqa: S105  # nosec B105
+    CLASS_ASSIGN_TEACHER = "class:assign_teacher"
+    CLASS_UNASSIGN_TEACHER = "class:unassign_teacher"
+    PASSWORD_CHANGE = "auth:change_password"  # noqa: S105  # nosec B105
+    TOTP_START = "auth:totp_start"
+    TOTP_ENROL = "auth:totp_enrol"
+    SESSION_END = "auth:end_session"
+    STUDENT_IMPORT = "student:import"
+    SCHOOL_YEAR_ROLLOVER = "school_year:rollover"
+    STUDENT_LEAVE = "student:leave"
+    LEAVING_CASE_CLOSE = "case:close"
+    LEAVING_PAIRING_END = "pairing:end"
+    TRANSFER_REQUEST = "transfer:request"
+    TRANSFER_LIST = "transfer:read"
+    TRANSFER_APPROVE = "transfer:approve"
+    TRANSFER_RECEIVE = "transfer:receive"
+    TRANSFER_DECLINE = "transfer:decline"
+    # -- care programme (issue 7) -------------------------------------------------------
+    CARE_CATEGORY_ADD = "care_category:add"
+    CARE_CATEGORY_END = "care_category:end"
+    CASE_OPEN = "case:open"
+    CASE_LIST = "case:list"
+    CASE_READ = "case:read"
+    CASE_TIMELINE = "case:timeline"
+    CASE_UPDATE = "case:update"
+    CASE_CLOSE = "case:close"
+    # Entries older than the current school year, asked for explicitly (SPEC P3).
+    CASE_READ_EARLIER = "case:read_earlier"
+    PAIRING_CREATE = "pairing:create"
+    PAIRING_END = "pairing:end"
+    PAIRING_LIST = "pairing:list"
+    SUPPORT_LOG_WRITE = "support_log:write"
+    SUPPORT_LOG_READ = "support_log:read"
+    HOME_VISIT_WRITE = "home_visit:write"
+    HOME_VISIT_READ = "home_visit:read"
+    GUIDANCE_WRITE = "guidance:write"
+    VISIT_REQUIREMENT_SET = "visit_requirement:set"
+    VISIT_REQUIREMENT_READ = "visit_requirement:read"
+    VISIT_PROGRESS_READ = "visit_progress:read"
+    TASK_LIST = "task:list"
+    TASK_CREATE = "task:create"
+    TASK_DONE = "task:done"
+    EMERGENCY_GRANT = "emergency_access:grant"
+    EMERGENCY_LIST = "emergency_access:list"
+    EMERGENCY_REVIEW = "emergency_access:review"
+    REPORT_READ = "report:read"
+    STUDENT_EXPORT = "student:export"
+    STUDENT_ERASE = "student:erase"
+    RETENTION_RUN = "retention:run"
+    # -- psychological screening (issue 8) ----------------------------------------------
+    SCREENING_ROUND_CREATE = "screening_round:create"
+    SCREENING_PROGRESS_READ = "screening_round:progress"
+    CONSENT_RECORD = "consent:record"
+    CONSENT_READ = "consent:read"
+    CONSENT_ERASE = "consent:erase"
+    SCREENING_RESULT_IMPORT = "screening_result:import"
+    SCREENING_RESULT_READ = "screening_result:read"
+    SCREENING_QUEUE_READ = "screening_result:queue"
+    SCREENING_RESULT_REVIEW = "screening_result:review"
+    SCREENING_RESULT_ERASE = "screening_result:erase"
+    COUNSELING_NOTE_WRITE = "counseling_note:write"
+    COUNSELING_NOTE_READ = "counseling_note:read"
 
 
 # Why an access happened, as a controlled vocabulary (never free text, which could carry
@@ -63,6 +130,11 @@ PURPOSES_BY_RESOURCE = {
     "class": ADMINISTRATION,
     "user": ADMINISTRATION,
     "demo": ADMINISTRATION,
+    "school_year": ADMINISTRATION,
+    "transfer": ADMINISTRATION,
+    # Care programme (issue 7).
+    "visit_requirement": ADMINISTRATION,
+    "retention": "retention",
 }
 CARE_PROGRAMME = "care_programme"
 
@@ -85,8 +157,72 @@ SYSTEM = Actor(user_id=None, role="system")
 
 _events = cast(Table, AuditEvent.__table__)
 _head = cast(Table, AuditHead.__table__)
-_checkpoints = cast(Table, AuditCheckpoint.__table__)
 _encode_detail = msgspec.json.Encoder(order="sorted").encode
+
+# Statements built once: the append path runs on every audited request.
+_LOCK_HEAD = (
+    select(_head.c.last_seq, _head.c.last_hash).where(_head.c.id == HEAD_ID).with_for_update()
+)
+_INSERT_EVENTS = insert(_events)
+_MOVE_HEAD = (
+    update(_head)
+    .where(_head.c.id == HEAD_ID)
+    .values(last_seq=bindparam("new_seq"), last_hash=bindparam("new_hash"))
+)
+
+
+def _event_values(
+    action: str,
+    *,
+    actor: Actor | None,
+    resource_type: str,
+    resource_id: uuid.UUID | str | None = None,
+    student_id: uuid.UUID | None = None,
+    school_id: uuid.UUID | None = None,
+    outcome: str = ALLOW,
+    purpose: str | None = None,
+    emergency: bool = False,
+    detail: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An event's columns but its place in the chain (``seq``, ``at`` and the hashes)."""
+    if outcome not in (ALLOW, DENY):
+        raise ValueError(f"outcome must be {ALLOW!r} or {DENY!r}")
+    actor = actor or SYSTEM
+    return {
+        "actor_id": actor.user_id,
+        "role": actor.role,
+        "school_id": school_id if school_id is not None else actor.school_id,
+        "action": str(action),
+        "resource_type": resource_type,
+        "resource_id": None if resource_id is None else str(resource_id),
+        "student_id": student_id,
+        "outcome": outcome,
+        "purpose": purpose or default_purpose(str(action)),
+        "emergency": emergency,
+        "detail": None if not detail else _encode_detail(detail).decode(),
+        "client_addr": actor.client,
+    }
+
+
+def _append_sync(connection: Connection | Session, events: Sequence[dict[str, Any]]) -> int:
+    """Chain ``events`` onto the head under its lock, in the given transaction.
+
+    The head's row lock (``SELECT ... FOR UPDATE``; on SQLite the file's write lock) is
+    what serialises appends, between transactions and between processes. Runs in
+    SQLAlchemy's greenlet: the async callers reach it through ``run_sync``.
+    """
+    head = connection.execute(_LOCK_HEAD).one()
+    seq, prev = int(head.last_seq), bytes(head.last_hash)
+    at = utcnow()
+    rows = []
+    for values in events:
+        seq += 1
+        chained = event_hash(prev, seq=seq, at=at, **values)
+        rows.append({**values, "seq": seq, "at": at, "prev_hash": prev, "hash": chained})
+        prev = chained
+    connection.execute(_INSERT_EVENTS, rows)
+    connection.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
+    return seq
 
 
 async def record(
@@ -102,245 +238,314 @@ async def record(
     purpose: str | None = None,
     emergency: bool = False,
     detail: dict[str, Any] | None = None,
-) -> int:
-    """Append one event in the caller's transaction and return its sequence number.
+) -> int | None:
+    """Append one event for the access the caller's transaction makes.
 
+    Returns its sequence number, or None in a session that defers its events
+    (``defer_events``: requests); such an event is written when the transaction commits,
+    before the commit returns, and the commit fails if it cannot be written.
     ``detail`` carries facts such as a status code or a count, never names or content.
     """
-    if outcome not in (ALLOW, DENY):
-        raise ValueError(f"outcome must be {ALLOW!r} or {DENY!r}")
-    actor = actor or SYSTEM
-    head = (
-        await session.execute(
-            select(_head.c.last_seq, _head.c.last_hash)
-            .where(_head.c.id == HEAD_ID)
-            .with_for_update()
+    values = _event_values(
+        action,
+        actor=actor,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        student_id=student_id,
+        school_id=school_id,
+        outcome=outcome,
+        purpose=purpose,
+        emergency=emergency,
+        detail=detail,
+    )
+    if session.info.get(_APPENDER) is not None:
+        session.info.setdefault(_PENDING, []).append(values)
+        return None
+    return await session.run_sync(_append_sync, [values])
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event for :func:`record_many` (the arguments of :func:`record`)."""
+
+    action: str
+    resource_type: str
+    resource_id: uuid.UUID | str | None = None
+    student_id: uuid.UUID | None = None
+    school_id: uuid.UUID | None = None
+    detail: dict[str, Any] | None = None
+
+
+async def record_many(session: AsyncSession, events: list[Event], *, actor: Actor | None) -> int:
+    """Append several allowed events of one actor in the caller's transaction, chained
+    exactly as :func:`record` would chain them one by one, under one lock of the head and
+    in one batch of inserts (bulk imports: one event per student). Events the session
+    deferred go first. Returns the last sequence number (0: no events)."""
+    rows = [
+        _event_values(
+            event.action,
+            actor=actor,
+            resource_type=event.resource_type,
+            resource_id=event.resource_id,
+            student_id=event.student_id,
+            school_id=event.school_id,
+            detail=event.detail,
         )
-    ).one()
-    seq = int(head.last_seq) + 1
-    at = utcnow()
-    values: dict[str, Any] = {
-        "seq": seq,
-        "at": at,
-        "actor_id": actor.user_id,
-        "role": actor.role,
-        "school_id": school_id if school_id is not None else actor.school_id,
-        "action": str(action),
-        "resource_type": resource_type,
-        "resource_id": None if resource_id is None else str(resource_id),
-        "student_id": student_id,
-        "outcome": outcome,
-        "purpose": purpose or default_purpose(str(action)),
-        "emergency": emergency,
-        "detail": None if not detail else _encode_detail(detail).decode(),
-        "client_addr": actor.client,
-    }
-    chained = event_hash(bytes(head.last_hash), **values)
-    await session.execute(
-        insert(_events).values(**values, prev_hash=bytes(head.last_hash), hash=chained)
-    )
-    await session.execute(
-        update(_head).where(_head.c.id == HEAD_ID).values(last_seq=seq, last_hash=chained)
-    )
-    return seq
+        for event in events
+    ]
+    rows[:0] = session.info.pop(_PENDING, None) or []
+    if not rows:
+        return 0
+    return await session.run_sync(_append_sync, rows)
 
 
-async def record_denial(session: AsyncSession, action: str, **kwargs: Any) -> int:
-    """Commit a denial event on its own: the refused request's work is rolled back first."""
+async def record_denial(session: AsyncSession, action: str, **kwargs: Any) -> int | None:
+    """Commit a denial event on its own: the refused request's work is rolled back first.
+
+    The event is durable when this returns (in a deferred session through the appender);
+    if it cannot be written this raises, and the caller's refusal becomes a failure.
+    """
     await session.rollback()
+    appender: AuditAppender | None = session.info.get(_APPENDER)
+    if appender is not None:
+        # Straight to the appender: the refused request's connection is back in the pool
+        # (and, on SQLite, its writer's turn given up) while the denial is written.
+        session.info.pop(_PENDING, None)
+        session.info.pop(_SIDE_WRITES, None)
+        await appender.commit([_event_values(action, outcome=DENY, **kwargs)])
+        return None
     seq = await record(session, action, outcome=DENY, **kwargs)
     await session.commit()
     return seq
 
 
-async def write_checkpoint(
-    sessions: async_sessionmaker[AsyncSession],
-    signing_key: Ed25519PrivateKey,
-    checkpoint_file: Path,
-) -> Checkpoint | None:
-    """Sign the chain's current tip, store it in the database and append it to the file.
+# -- group commit --------------------------------------------------------------------------
+#
+# A request that only reads must still leave its event before it answers (SPEC P4). Each
+# one taking the head lock in its own transaction would serialise every request on that
+# one row, so a request's session defers its events (``defer_events``), and when its
+# transaction commits:
+#
+# - if the transaction changed data (or, on SQLite, holds the writer's turn), its events
+#   are chained in that same transaction just before COMMIT: the data and its trace
+#   commit together or not at all, as ``record`` always did;
+# - if it only read, its events are handed over (``_write_deferred``) and, once the
+#   request's connection is back in the pool, written by ``write_handed_over``: the
+#   ``AuditAppender`` writes whatever events are waiting as one batch (one transaction,
+#   one head lock, one multi-row INSERT) and returns once that batch committed, raising if
+#   it failed. The request answers only after that: its read is answered once its event is
+#   durable, or not at all. Nothing was changed by the request, so nothing else is at
+#   stake. (Waiting with the connection still held could exhaust the pool: the appender
+#   needs one too.)
+#
+# A denial (``record_denial``) goes to the appender directly, after the rollback. Across
+# processes the head's row lock still serialises batches. A batch that fails is retried
+# request by request, so that one bad event fails only its own request.
 
-    Returns None when there is nothing new to seal.
+_APPENDER = "casemgr_audit_appender"
+_PENDING = "casemgr_audit_pending"
+_SIDE_WRITES = "casemgr_audit_side_writes"
+_HANDED_OVER = "casemgr_audit_handed_over"
+MAX_BATCH_REQUESTS = 256
+
+
+@dataclass(slots=True)
+class _Waiting:
+    events: list[dict[str, Any]]
+    side_writes: list[Executable]
+    done: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _LoopQueue:
+    waiting: deque[_Waiting] = field(default_factory=deque)
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class AppenderStats:
+    batches: int = 0
+    events: int = 0
+    failed_batches: int = 0
+    largest_batch: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "batches": self.batches,
+            "events": self.events,
+            "failed_batches": self.failed_batches,
+            "largest_batch": self.largest_batch,
+        }
+
+
+class AuditAppender:
+    """Writes the events of read-only transactions in batches (group commit)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopQueue] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.stats = AppenderStats()
+
+    async def commit(
+        self, events: list[dict[str, Any]], side_writes: Sequence[Executable] = ()
+    ) -> None:
+        """Return once ``events`` (and ``side_writes``) are committed; raise if they failed."""
+        loop = asyncio.get_running_loop()
+        queue = self._queues.get(loop)
+        if queue is None:
+            queue = self._queues[loop] = _LoopQueue()
+        waiting = _Waiting(events, list(side_writes), loop.create_future())
+        # Should its request be cancelled meanwhile, nobody else reads the outcome.
+        waiting.done.add_done_callback(_retrieve)
+        queue.waiting.append(waiting)
+        if queue.task is None:
+            queue.task = loop.create_task(self._drain(queue))
+        # A request cancelled meanwhile (its client left) still has its event written.
+        await asyncio.shield(waiting.done)
+
+    async def _drain(self, queue: _LoopQueue) -> None:
+        batch: list[_Waiting] = []
+        try:
+            while queue.waiting:
+                batch = []
+                while queue.waiting and len(batch) < MAX_BATCH_REQUESTS:
+                    batch.append(queue.waiting.popleft())
+                try:
+                    await self._write(batch)
+                except Exception as exc:
+                    self.stats.failed_batches += 1
+                    if len(batch) == 1:
+                        _settle(batch[0], exc)
+                        continue
+                    for one in batch:  # isolate the event that failed the batch
+                        try:
+                            await self._write([one])
+                        except Exception as single:
+                            _settle(one, single)
+                        else:
+                            _settle(one, None)
+                else:
+                    for one in batch:
+                        _settle(one, None)
+                batch = []
+        except BaseException as exc:  # cancelled with the loop: nobody may hang
+            failure = RuntimeError("the audit appender stopped")
+            for one in [*batch, *queue.waiting]:
+                _settle(one, failure)
+            queue.waiting.clear()
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            queue.task = None
+
+    async def _write(self, batch: list[_Waiting]) -> None:
+        events = [values for one in batch for values in one.events]
+        side_writes = [statement for one in batch for statement in one.side_writes]
+        async with self._engine.begin() as connection:
+            await connection.run_sync(_write_batch_sync, events, side_writes)
+        stats = self.stats
+        stats.batches += 1
+        stats.events += len(events)
+        stats.largest_batch = max(stats.largest_batch, len(events))
+
+
+def _write_batch_sync(
+    connection: Connection, events: list[dict[str, Any]], side_writes: list[Executable]
+) -> None:
+    if events:
+        _append_sync(connection, events)
+    for statement in side_writes:
+        connection.execute(statement)
+
+
+def _retrieve(done: asyncio.Future[None]) -> None:
+    if not done.cancelled():
+        done.exception()
+
+
+def _settle(waiting: _Waiting, error: BaseException | None) -> None:
+    if waiting.done.done():
+        return
+    if error is None:
+        waiting.done.set_result(None)
+    else:
+        waiting.done.set_exception(error)
+
+
+_APPENDERS: weakref.WeakKeyDictionary[Engine, AuditAppender] = weakref.WeakKeyDictionary()
+
+
+def appender_for(engine: AsyncEngine) -> AuditAppender:
+    """The appender of an engine (one per engine and process)."""
+    appender = _APPENDERS.get(engine.sync_engine)
+    if appender is None:
+        appender = _APPENDERS[engine.sync_engine] = AuditAppender(engine)
+    return appender
+
+
+def defer_events(session: AsyncSession, appender: AuditAppender) -> None:
+    """Let ``session`` write its events at commit, through ``appender`` when it only read."""
+    session.info[_APPENDER] = appender
+
+
+async def write_with_trail(session: AsyncSession, statement: Executable) -> None:
+    """A small bookkeeping write (a token's last use) that may ride with the audit batch.
+
+    In a deferring session it is executed at commit, in the request's own transaction if
+    that changed data, else in the appender's batch; elsewhere at once.
     """
-    async with sessions() as session, session.begin():
-        head = (
-            await session.execute(
-                select(_head.c.last_seq, _head.c.last_hash).where(_head.c.id == HEAD_ID)
-            )
-        ).one()
-        if head.last_seq == 0:
-            return None
-        latest = await session.scalar(select(func.max(AuditCheckpoint.seq)))
-        if latest is not None and latest >= head.last_seq:
-            return None
-        at = utcnow()
-        checkpoint = Checkpoint(
-            seq=int(head.last_seq),
-            hash=bytes(head.last_hash),
-            at=at,
-            key_id=key_id(signing_key.public_key()),
-            signature=sign_checkpoint(signing_key, int(head.last_seq), bytes(head.last_hash), at),
-        )
-        await session.execute(
-            insert(_checkpoints).values(
-                seq=checkpoint.seq,
-                hash=checkpoint.hash,
-                at=checkpoint.at,
-                key_id=checkpoint.key_id,
-                signature=checkpoint.signature,
-            )
-        )
-    checkpoint_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(checkpoint_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "a", encoding="utf-8") as handle:
-        handle.write(checkpoint.to_json_line())
-        handle.flush()
-        os.fsync(handle.fileno())
-    return checkpoint
+    if session.info.get(_APPENDER) is not None:
+        session.info.setdefault(_SIDE_WRITES, []).append(statement)
+    else:
+        await session.execute(statement)
 
 
-@dataclass(frozen=True)
-class VerifyResult:
-    ok: bool
-    checked: int
-    first_bad_seq: int | None
-    reason: str | None = None
-    checkpoints: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "checked": self.checked, "first_bad_seq": self.first_bad_seq}
-
-
-def read_checkpoint_file(path: Path) -> tuple[list[Checkpoint], str | None]:
-    if not path.exists():
-        return [], None
-    checkpoints = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                checkpoints.append(Checkpoint.from_json_line(line))
-            except (ValueError, KeyError, msgspec.DecodeError):
-                return checkpoints, f"checkpoint file line {number} is unreadable"
-    return checkpoints, None
+@event.listens_for(Session, "before_commit")
+def _write_deferred(session: Session) -> None:
+    appender: AuditAppender | None = session.info.get(_APPENDER)
+    if appender is None:
+        return
+    events: list[dict[str, Any]] = session.info.pop(_PENDING, None) or []
+    side_writes: list[Executable] = session.info.pop(_SIDE_WRITES, None) or []
+    if not events and not side_writes:
+        return
+    if session.new or session.dirty or session.deleted:
+        session.flush()
+    connection = session.connection()
+    if transaction_wrote(connection) or holds_writer_turn(connection) or not in_greenlet():
+        # A transaction that changed data: its events commit with it, or neither does.
+        if events:
+            _append_sync(session, events)
+        for statement in side_writes:
+            session.execute(statement)
+        return
+    handed_over = session.info.setdefault(_HANDED_OVER, ([], []))
+    handed_over[0].extend(events)
+    handed_over[1].extend(side_writes)
 
 
-async def verify_chain(
-    session: AsyncSession,
-    public_key: Ed25519PublicKey,
-    checkpoint_file: Path | None,
-    *,
-    batch_size: int = 20_000,
-) -> VerifyResult:
-    """Walk the whole chain and hold it against every signed checkpoint.
+async def write_handed_over(session: AsyncSession) -> None:
+    """Write the events of the session's read-only transactions (``defer_events``): call it
+    after the session's last commit, with its connection given back, before answering.
+    Raises if they cannot be written: the request must then fail."""
+    handed_over = session.info.pop(_HANDED_OVER, None)
+    appender: AuditAppender | None = session.info.get(_APPENDER)
+    if handed_over is None or appender is None:
+        return
+    events, side_writes = handed_over
+    if events or side_writes:
+        await appender.commit(events, side_writes)
 
-    Detects changed, deleted, inserted and reordered events (the chain breaks at the first
-    one) and events cut off the end or a chain rebuilt wholesale (a checkpoint no longer
-    matches). ``first_bad_seq`` is the first sequence number that cannot be vouched for.
-    """
-    file_checkpoints, file_problem = (
-        read_checkpoint_file(checkpoint_file) if checkpoint_file else ([], None)
-    )
-    db_rows = await session.execute(
-        select(
-            AuditCheckpoint.seq,
-            AuditCheckpoint.hash,
-            AuditCheckpoint.at,
-            AuditCheckpoint.key_id,
-            AuditCheckpoint.signature,
-        )
-    )
-    checkpoints: dict[tuple[int, bytes], Checkpoint] = {}
-    # The file is the copy an intruder in the database cannot reach; database copies add
-    # coverage when the file was lost, and are held to the same signature check.
-    for cp in [
-        *file_checkpoints,
-        *(Checkpoint(r.seq, bytes(r.hash), r.at, r.key_id, bytes(r.signature)) for r in db_rows),
-    ]:
-        checkpoints.setdefault((cp.seq, cp.hash), cp)
-    wanted = {seq for seq, _ in checkpoints}
 
-    prev = GENESIS_HASH
-    expected = 1
-    chain_bad: int | None = None
-    reason: str | None = None
-    seen: dict[int, bytes] = {}
-    c = _events.c
-    result = await session.stream(
-        select(
-            c.seq,
-            c.at,
-            c.actor_id,
-            c.role,
-            c.school_id,
-            c.action,
-            c.resource_type,
-            c.resource_id,
-            c.student_id,
-            c.outcome,
-            c.purpose,
-            c.emergency,
-            c.detail,
-            c.client_addr,
-            c.prev_hash,
-            c.hash,
-        )
-        .order_by(c.seq)
-        .execution_options(yield_per=batch_size)
-    )
-    async for partition in result.partitions(batch_size):
-        for row in partition:
-            seq = row[0]
-            if seq != expected:
-                chain_bad, reason = expected, f"sequence gap: expected {expected}, found {seq}"
-                break
-            stored_prev = bytes(row[14])
-            computed = event_hash(prev, *row[:14])
-            if stored_prev != prev or bytes(row[15]) != computed:
-                chain_bad, reason = seq, "event does not match the chain"
-                break
-            if seq in wanted:
-                seen[seq] = computed
-            prev = computed
-            expected += 1
-        if chain_bad is not None:
-            break
-    await result.close()
-    last_good = expected - 1
-    checked = last_good if chain_bad is None else chain_bad
-    if chain_bad is not None:
-        return VerifyResult(False, checked, chain_bad, reason, len(checkpoints))
-
-    head_seq = await session.scalar(select(_head.c.last_seq).where(_head.c.id == HEAD_ID))
-    candidates: list[tuple[int, str]] = []
-    if head_seq is not None and head_seq > last_good:
-        candidates.append(
-            (last_good + 1, f"events after {last_good} are missing (head at {head_seq})")
-        )
-    vouched = 0
-    for cp in sorted(checkpoints.values(), key=lambda cp: cp.seq):
-        if not checkpoint_signature_ok(public_key, cp.seq, cp.hash, cp.at, cp.signature):
-            # A forged checkpoint vouches for nothing: what only it covers is suspect, and
-            # naming its own seq would wrongly suggest that everything before it is sound.
-            candidates.append((vouched + 1, f"checkpoint at {cp.seq} has a bad signature"))
-            continue
-        if cp.seq > last_good:
-            candidates.append(
-                (last_good + 1, f"events after {last_good} are missing (checkpoint at {cp.seq})")
-            )
-        elif seen.get(cp.seq) != cp.hash:
-            candidates.append(
-                (vouched + 1, f"chain rebuilt: checkpoint at {cp.seq} does not match")
-            )
-        else:
-            vouched = max(vouched, cp.seq)
-    if file_problem:
-        candidates.append((vouched + 1, file_problem))
-    if candidates:
-        first, why = min(candidates)
-        return VerifyResult(False, last_good, first, why, len(checkpoints))
-    return VerifyResult(True, last_good, None, None, len(checkpoints))
+@event.listens_for(Session, "after_transaction_end")
+def _forget_deferred(session: Session, transaction: SessionTransaction) -> None:
+    # Events of work that was rolled back (or closed) are dropped with it, as inline
+    # appends would be; a commit has taken its events already.
+    if transaction.parent is None and session.info.get(_APPENDER) is not None:
+        session.info.pop(_PENDING, None)
+        session.info.pop(_SIDE_WRITES, None)
 
 
 @dataclass(frozen=True)

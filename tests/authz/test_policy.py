@@ -101,6 +101,41 @@ EXPECTED: dict[Role, set[str]] = {
     },
 }
 
+# School administration and onboarding (issue 6): organisational reads, the roles each
+# granter may give, and the leader-only student administration.
+_STAFF_READS = {"school:read", "class:read"}
+_STAFF_GRANTS = {"user:grant_class_teacher", "user:grant_teacher", "user:grant_counselor"}
+EXPECTED[Role.CLASS_TEACHER] |= _STAFF_READS
+EXPECTED[Role.TEACHER] |= _STAFF_READS
+EXPECTED[Role.COUNSELOR] |= _STAFF_READS
+EXPECTED[Role.SCHOOL_LEADER] |= (
+    _STAFF_READS
+    | _STAFF_GRANTS
+    | {
+        "student:import",
+        "school_year:rollover",
+        "transfer:request",
+        "transfer:read",
+        "transfer:decide",
+    }
+)
+EXPECTED[Role.BUREAU_ADMIN] |= (
+    _STAFF_READS
+    | _STAFF_GRANTS
+    | {"user:grant_school_leader", "user:grant_bureau_admin", "user:grant_auditor"}
+)
+
+# Care programme (issue 7): exports for a guardian's request, erasure, home-visit
+# requirements and progress counts.
+EXPECTED[Role.CLASS_TEACHER] |= {"student:export", "visit_progress:read"}
+EXPECTED[Role.TEACHER] |= {"visit_progress:read"}
+EXPECTED[Role.COUNSELOR] |= {"student:export"}
+EXPECTED[Role.SCHOOL_LEADER] |= {
+    "student:erase",
+    "visit_requirement:manage",
+    "visit_progress:read",
+}
+
 # Resources that hold or reveal a student's personal data or case content.
 CONTENT_RESOURCES = {
     "roster",
