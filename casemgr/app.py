@@ -12,7 +12,6 @@ from litestar import Litestar, Response, Router, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from casemgr import audit
@@ -20,6 +19,7 @@ from casemgr.accounts import passwords
 from casemgr.accounts.controllers import AuthController, MeController, UserController
 from casemgr.audit.controllers import AuditController
 from casemgr.authz import Authorizer
+from casemgr.backup import ShredLog
 from casemgr.care.controllers import CONTROLLERS as CARE_CONTROLLERS
 from casemgr.crypto import Crypto, KeyRing
 from casemgr.db import create_engine, create_sessionmaker
@@ -33,7 +33,11 @@ from casemgr.dependencies import (
     provide_settings,
 )
 from casemgr.guards import JSON_MAX_BODY_BYTES, InputGuard
+from casemgr.health import ready
 from casemgr.net import ForwardedHeaders
+from casemgr.observability import Metrics, RequestTelemetry, read_metrics_token
+from casemgr.observability import metrics as metrics_route
+from casemgr.openapi import ContractDocument
 from casemgr.problems import EXCEPTION_HANDLERS, problem
 from casemgr.reports.controllers import ReportController
 from casemgr.schools.controllers import SchoolController, TransferController
@@ -72,8 +76,11 @@ async def _seal_once(app: Litestar) -> None:
 async def _checkpoint_loop(app: Litestar) -> None:
     settings: Settings = app.state.settings
     while True:
-        await asyncio.sleep(settings.checkpoint_interval_seconds)
+        # Seal at start-up first: a checkpoint that a crash cut off between its file line
+        # and its database row is restored now, not an interval later (until then
+        # verification reports the file and the database at odds).
         await _seal_once(app)
+        await asyncio.sleep(settings.checkpoint_interval_seconds)
 
 
 @contextlib.asynccontextmanager
@@ -100,11 +107,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
     keyring = KeyRing(settings.keys_dir)  # refuses unsafe key files before serving anything
     engine = create_engine(settings.database_url)
     passwords.configure(settings.password_hash_workers)
+    # Operations (issue 11): metrics, the shred log of erasures (casemgr.backup).
+    metrics = Metrics(engine)
+    audit.appender_for(engine).observer = metrics.observe_audit
+    shred_log = ShredLog(settings.shred_log_file) if settings.shred_log_file else None
     state: dict[str, Any] = {
         "settings": settings,
         "engine": engine,
         "sessions": create_sessionmaker(engine),
-        "crypto": Crypto(keyring),
+        "crypto": Crypto(keyring, on_shred=shred_log.append_one if shred_log else None),
+        "metrics": metrics,
+        "metrics_token_digest": read_metrics_token(settings.metrics_token_file),
         "authorizer": Authorizer(),
         # Psychological screening (issue 8): built-in and local instrument definitions.
         "instruments": load_instruments(settings),
@@ -112,6 +125,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[
             health,
+            # Readiness: the database answers (issue 11).
+            ready,
+            # Prometheus metrics, for the monitoring system only (issue 11).
+            metrics_route,
             AuthController,
             StudentController,
             AuditController,
@@ -153,7 +170,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             security=[{"bearer": []}],
             # The document only (/schema/openapi.json, and /schema itself): Litestar's
             # documentation pages load their scripts from a CDN, which the CSP forbids.
-            render_plugins=[JsonRenderPlugin()],
+            # Completed with problem answers, uploads and public operations: casemgr.openapi.
+            render_plugins=[ContractDocument()],
             openapi_router=Router(
                 "/schema",
                 route_handlers=[],
@@ -166,4 +184,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # Litestar's own middleware runs after routing; the client address and scheme must be
     # settled before anything (404s and the HSTS header included) reads them.
     app.asgi_handler = ForwardedHeaders(app.asgi_handler, settings.trusted_proxies)
+    # Request ids, the access log and request metrics around all of it (issue 11).
+    app.asgi_handler = RequestTelemetry(app.asgi_handler, metrics, settings.trusted_proxies)
     return app

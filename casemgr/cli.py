@@ -66,7 +66,14 @@ class Runtime:
     @property
     def crypto(self) -> Crypto:
         assert self.keyring is not None
-        return Crypto(self.keyring)
+        # Erasures from the command line (retention) are logged like the service's (issue 11).
+        log_file = self.settings.shred_log_file
+        on_shred = None
+        if log_file is not None:
+            from casemgr.backup import ShredLog
+
+            on_shred = ShredLog(log_file).append_one
+        return Crypto(self.keyring, on_shred=on_shred)
 
 
 def warn(message: str) -> None:
@@ -144,6 +151,7 @@ def init(settings: Settings) -> None:
 
     async def body(rt: Runtime) -> None:
         await upgrade(settings.database_url)
+        await replay_shred_log(rt)
         if created:
             async with transaction(rt.sessions) as session:
                 await audit.record(
@@ -194,6 +202,20 @@ def uvicorn_options(host: str, port: int) -> dict[str, Any]:
     }
 
 
+async def replay_shred_log(rt: Runtime) -> None:
+    """Issue 11: destroy again what the shred log lists (a database restored by hand), and
+    log the database's destroyed keys the log lacks (casemgr.backup)."""
+    from casemgr.backup import ShredLog, replay_shreds, sync_shred_log
+
+    if rt.settings.shred_log_file is None or rt.keyring is None:
+        return
+    log = ShredLog(rt.settings.shred_log_file)
+    replayed = await replay_shreds(rt.sessions, Crypto(rt.keyring), log.read())
+    if replayed:
+        warn(f"destroyed {replayed} data keys again that the shred log lists as erased")
+    await sync_shred_log(rt.sessions, log)
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, type=Host())
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
@@ -207,12 +229,17 @@ def serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
     from casemgr.app import create_app
+    from casemgr.observability import configure_logging
 
     try:
         app = create_app(settings)
-    except KeyRingError as exc:
+    except (KeyRingError, ValueError) as exc:
         fail(str(exc))
-    uvicorn.run(app, **uvicorn_options(host, port))
+    # After the application is built (Litestar sets up logging of its own then): every
+    # record in CASEMGR_LOG_FORMAT, and the access log of casemgr.observability instead of
+    # uvicorn's, which would write each request's full path and query string.
+    configure_logging(settings.log_format)
+    uvicorn.run(app, **uvicorn_options(host, port), log_config=None, access_log=False)
 
 
 @main.command()
@@ -822,3 +849,246 @@ def instruments_check(settings: Settings, directory: Path | None) -> None:
     )
     if catalogue.problems:
         sys.exit(1)
+
+
+# -- backups (issue 11): casemgr.backup ------------------------------------------------------
+
+
+def read_passphrase(passphrase_file: Path | None, passphrase_stdin: bool) -> bytes:
+    if (passphrase_file is None) == (not passphrase_stdin):
+        fail("give the passphrase with --passphrase-file PATH or --passphrase-stdin")
+    if passphrase_file is not None:
+        return passphrase_file.read_bytes().rstrip(b"\r\n")
+    return sys.stdin.buffer.readline().rstrip(b"\r\n")
+
+
+def passphrase_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    command = click.option(
+        "--passphrase-stdin", is_flag=True, help="Read the key-ring passphrase from stdin."
+    )(command)
+    return click.option(
+        "--passphrase-file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="Read the key-ring passphrase from this file (its first line).",
+    )(command)
+
+
+@main.command()
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option(
+    "--keys",
+    "keys_only",
+    is_flag=True,
+    help="Back up the key ring instead, encrypted under a passphrase, to the file DEST."
+    " Never store it with the database backups.",
+)
+@passphrase_options
+@click.pass_obj
+def backup(
+    settings: Settings,
+    dest: Path,
+    keys_only: bool,
+    passphrase_file: Path | None,
+    passphrase_stdin: bool,
+) -> None:
+    """Back up the database (consistent while the service runs) to the new directory DEST."""
+    from casemgr.backup import BackupError, backup_database, backup_keys
+
+    if keys_only:
+        passphrase = read_passphrase(passphrase_file, passphrase_stdin)
+        created = False
+
+        async def keys_body(rt: Runtime) -> dict[str, Any]:
+            nonlocal created
+            # The trace and the copy go together: no event, no copy (SPEC P4).
+            async with transaction(rt.sessions) as session:
+                await audit.record(
+                    session,
+                    audit.Action.KEYS_BACKUP,
+                    actor=None,
+                    resource_type="key_ring",
+                    detail={"kek_versions": KeyRing(settings.keys_dir).kek_versions},
+                )
+                header = await asyncio.to_thread(backup_keys, settings.keys_dir, dest, passphrase)
+                created = True
+            return header
+
+        try:
+            header = run(settings, keys_body)
+        except BackupError as exc:
+            fail(str(exc), code=1)
+        except BaseException:
+            if created:  # written, but its event was not: no copy without its trace
+                dest.unlink(missing_ok=True)
+            raise
+        err.print(
+            "Keep this file and its passphrase apart, and never with the database backups.",
+            highlight=False,
+        )
+        emit({"keys_backup": str(dest), "kek_versions": header["kek_versions"]})
+        return
+
+    async def body(rt: Runtime) -> Any:
+        assert rt.keyring is not None
+        result = await backup_database(settings, rt.keyring, dest)
+        async with transaction(rt.sessions) as session:
+            await audit.record(
+                session,
+                audit.Action.BACKUP_CREATE,
+                actor=None,
+                resource_type="backup",
+                detail={
+                    "backend": result.manifest["backend"],
+                    "head_seq": result.manifest["audit"]["head_seq"],
+                },
+            )
+        return result
+
+    try:
+        result = run(settings, body)
+    except BackupError as exc:
+        fail(str(exc), code=1)
+    except DBAPIError as exc:
+        fail(f"the database could not be backed up ({type(exc.orig).__name__})", code=1)
+    manifest = result.manifest
+    emit(
+        {
+            "backup": str(result.path),
+            "backend": manifest["backend"],
+            "schema_revision": manifest["schema_revision"],
+            "audit_head_seq": manifest["audit"]["head_seq"],
+            "kek_versions": manifest["keys"]["kek_versions"],
+            "created_at": manifest["created_at"],
+        }
+    )
+
+
+@main.command()
+@click.argument("src", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--keys",
+    "keys_only",
+    is_flag=True,
+    help="Restore a key-ring backup (the file SRC) into CASEMGR_KEYS_DIR, which must be empty.",
+)
+@passphrase_options
+@click.option(
+    "--shred-log",
+    "shred_logs",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Another copy of the shred log to apply (repeatable), e.g. from a newer backup.",
+)
+@click.option(
+    "--no-shred-log",
+    is_flag=True,
+    help="Restore although no shred log is at hand (students erased later come back).",
+)
+@click.option(
+    "--replace", is_flag=True, help="SQLite: move the existing database file aside first."
+)
+@click.pass_obj
+def restore(
+    settings: Settings,
+    src: Path,
+    keys_only: bool,
+    passphrase_file: Path | None,
+    passphrase_stdin: bool,
+    shred_logs: tuple[Path, ...],
+    no_shred_log: bool,
+    replace: bool,
+) -> None:
+    """Restore the database from the backup directory SRC (stop the service first).
+
+    Checks the backup, and that the key ring opens it, before anything is restored; then
+    destroys again the keys of students erased since, and verifies the audit trail.
+    """
+    from casemgr.backup import BackupError, restore_database, restore_keys
+
+    if keys_only:
+        passphrase = read_passphrase(passphrase_file, passphrase_stdin)
+        try:
+            written = restore_keys(src, settings.keys_dir, passphrase)
+        except (BackupError, KeyRingError) as exc:
+            fail(str(exc), code=1)
+        note_key_restore(settings, written)
+        emit({"keys_restored": written, "keys_dir": str(settings.keys_dir)})
+        return
+
+    try:
+        keyring = KeyRing(settings.keys_dir)
+    except KeyRingError as exc:
+        fail(str(exc))
+
+    try:
+        result = asyncio.run(
+            restore_database(
+                settings,
+                keyring,
+                src,
+                shred_logs=list(shred_logs),
+                without_shred_log=no_shred_log,
+                replace=replace,
+                progress=lambda message: err.print(message, highlight=False),
+            )
+        )
+    except BackupError as exc:
+        fail(str(exc), code=1)
+    except DBAPIError as exc:
+        fail(f"the restore failed in the database ({type(exc.orig).__name__})", code=1)
+    for note in result.notes:
+        warn(note)
+    if result.checkpoint_file_moved_to is not None:
+        err.print(
+            "The checkpoints written after the backup are kept in"
+            f" {result.checkpoint_file_moved_to} (the external anchor holds them too).",
+            highlight=False,
+        )
+    emit(
+        {
+            "restored": True,
+            "backup_created_at": result.manifest["created_at"],
+            "audit_head_seq": result.manifest["audit"]["head_seq"],
+            "shreds_replayed": result.replayed,
+            "previous_database": (
+                None
+                if result.previous_database_moved_to is None
+                else str(result.previous_database_moved_to)
+            ),
+            "audit": result.verify.as_dict(),
+        }
+    )
+    sys.exit(0 if result.verify.ok else 1)
+
+
+def note_key_restore(settings: Settings, written: list[str]) -> None:
+    """Record the key restore in the trail when a migrated database is there to take it."""
+
+    async def body(rt: Runtime) -> None:
+        async with transaction(rt.sessions) as session:
+            await audit.record(
+                session,
+                audit.Action.KEYS_RESTORE,
+                actor=None,
+                resource_type="key_ring",
+                detail={"files": len(written)},
+            )
+
+    async def attempt() -> bool:
+        runtime = Runtime(settings)
+        try:
+            if await _audit_head(runtime) is None:
+                return False
+            await body(runtime)
+            await audit.seal(runtime.sessions, KeyRing(settings.keys_dir), settings)
+            return True
+        finally:
+            await runtime.engine.dispose()
+
+    try:
+        recorded = asyncio.run(attempt())
+    except (DBAPIError, OSError, audit.CheckpointRefused) as exc:
+        warn(f"the key restore was not recorded in the audit trail: {type(exc).__name__}")
+        return
+    if not recorded:
+        warn("no database to record the key restore in yet: `casemgr restore` records its own")

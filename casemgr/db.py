@@ -142,6 +142,10 @@ def _is_memory(database_url: str) -> bool:
 # first write (``_before_execute``), so it never fails on a stale snapshot.
 
 WRITER_WAIT_SECONDS = 30.0  # as long as SQLite's own busy timeout, then "database is locked"
+# A turn that took longer than this is logged (``SLOW_WRITER_WAIT_MESSAGE``) and counted
+# (``WriterStats.over_one_second``): a writer should never wait that long for the file.
+SLOW_WRITER_WAIT_SECONDS = 1.0
+SLOW_WRITER_WAIT_MESSAGE = "slow SQLite writer turn: waited %.3f s (more than %.1f s)"
 READ_ONLY = "casemgr_read_only"
 _WRITE_PREFIXES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER")
 # Keys in a pooled connection's ``info`` (kept with the DBAPI connection across checkouts).
@@ -234,11 +238,12 @@ class _FairLock:
 class WriterQueue:
     """The writers of one SQLite file in this process, one at a time, in arrival order."""
 
-    def __init__(self) -> None:
+    def __init__(self, slow_wait: float = SLOW_WRITER_WAIT_SECONDS) -> None:
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _FairLock] = (
             weakref.WeakKeyDictionary()
         )
         self.stats = WriterStats()
+        self.slow_wait = slow_wait
 
     def _lock(self) -> _FairLock:
         loop = asyncio.get_running_loop()
@@ -254,7 +259,9 @@ class WriterQueue:
             waited = await lock.acquire(patience)
         except TimeoutError:
             self.stats.timeouts += 1
-            raise WriterTimeout(time.perf_counter() - started) from None
+            waited_for = time.perf_counter() - started
+            log.error(SLOW_WRITER_WAIT_MESSAGE + "; gave up", waited_for, self.slow_wait)
+            raise WriterTimeout(waited_for) from None
         wait = time.perf_counter() - started
         stats = self.stats
         stats.turns += 1
@@ -264,6 +271,8 @@ class WriterQueue:
             stats.max_wait = max(stats.max_wait, wait)
             if wait > 1.0:
                 stats.over_one_second += 1
+            if wait > self.slow_wait:
+                log.warning(SLOW_WRITER_WAIT_MESSAGE, wait, self.slow_wait)
         return lock
 
 

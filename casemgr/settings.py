@@ -19,6 +19,62 @@ MIN_REPORT_CELL = 5
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+# -- operations (issue 11) -----------------------------------------------------------------
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+LOG_FORMATS = ("text", "json")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def check_timezone(name: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"CASEMGR_TIMEZONE: {name!r} is not a known time zone") from exc
+
+
+def _clock_minutes(text: str) -> int:
+    hours, sep, minutes = text.strip().partition(":")
+    if not sep or not hours.isdigit() or not minutes.isdigit() or len(minutes) != 2:
+        raise ValueError
+    value = int(hours) * 60 + int(minutes)
+    if int(minutes) > 59 or value > 24 * 60:
+        raise ValueError
+    return value
+
+
+def parse_school_hours(raw: str) -> tuple[int, int]:
+    """``07:00-19:00`` -> minutes after midnight (start, end); the end may be ``24:00``."""
+    start, sep, end = raw.partition("-")
+    try:
+        if not sep:
+            raise ValueError
+        hours = (_clock_minutes(start), _clock_minutes(end))
+    except ValueError:
+        raise ValueError(f"CASEMGR_SCHOOL_HOURS must look like 07:00-19:00, got {raw!r}") from None
+    if hours[0] >= hours[1]:
+        raise ValueError("CASEMGR_SCHOOL_HOURS: the start must come before the end")
+    return hours
+
+
+def parse_school_days(raw: str) -> tuple[int, ...]:
+    """``mon-fri`` or ``mon,tue,wed,thu,fri,sat`` -> weekday numbers (Monday 0)."""
+    days: set[int] = set()
+    for item in raw.lower().split(","):
+        first, sep, last = item.strip().partition("-")
+        try:
+            begin = WEEKDAYS.index(first.strip())
+            end = WEEKDAYS.index(last.strip()) if sep else begin
+        except ValueError:
+            raise ValueError(
+                f"CASEMGR_SCHOOL_DAYS must name days like mon-fri or mon,wed,fri, got {raw!r}"
+            ) from None
+        if end < begin:
+            raise ValueError(f"CASEMGR_SCHOOL_DAYS: {item.strip()!r} runs backwards")
+        days.update(range(begin, end + 1))
+    return tuple(sorted(days))
+
 
 def parse_networks(raw: str, name: str = "CASEMGR_TRUSTED_PROXIES") -> tuple[IPNetwork, ...]:
     """Comma-separated addresses or CIDR networks (``10.0.0.0/8, ::1``)."""
@@ -101,12 +157,36 @@ class Settings:
     # A school's own instrument definitions (TOML, ``casemgr.screening.instruments``),
     # loaded at start-up beside the built-in ones. None: the built-in ones only.
     instruments_dir: Path | None = None
+    # -- operations (issue 11): unusual access, logs, metrics, backups ---------------------
+    # casemgr.audit.unusual: an account reading more distinct students' records than this
+    # in one clock hour, or refused more often than this in one hour, is listed for review;
+    # so is access to students' records outside school hours (minutes after midnight,
+    # [start, end)) or on other days than the school days (0 = Monday), in ``timezone``.
+    unusual_reads_per_hour: int = 50
+    unusual_denials_per_hour: int = 10
+    school_hours: tuple[int, int] = (7 * 60, 19 * 60)
+    school_days: tuple[int, ...] = (0, 1, 2, 3, 4)
+    timezone: str = DEFAULT_TIMEZONE
+    # casemgr.observability: "text" or "json" (one JSON object per line) on stderr.
+    log_format: str = "text"
+    # Who may read /metrics: clients in these networks (the client as casemgr.net resolves
+    # it behind trusted proxies), or a request bearing the token kept in this file.
+    metrics_allow: tuple[Any, ...] = ()
+    metrics_token_file: Path | None = None
+    # Erased students' destroyed data-key ids, appended before each erasure commits and
+    # replayed by ``casemgr restore`` and ``casemgr init`` (casemgr.backup). None: none kept.
+    shred_log_file: Path | None = None
 
     def __post_init__(self) -> None:
         if self.report_min_cell < MIN_REPORT_CELL:
             raise ValueError(f"CASEMGR_REPORT_MIN_CELL must be at least {MIN_REPORT_CELL}")
         if self.retention_left_student_years < 1:
             raise ValueError("CASEMGR_RETENTION_LEFT_STUDENT_YEARS must be at least 1")
+        if self.unusual_reads_per_hour < 1 or self.unusual_denials_per_hour < 1:
+            raise ValueError("CASEMGR_UNUSUAL_*_PER_HOUR must be at least 1")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"CASEMGR_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+        check_timezone(self.timezone)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -163,6 +243,25 @@ class Settings:
             retention_left_student_years=num("CASEMGR_RETENTION_LEFT_STUDENT_YEARS", 3),
             instruments_dir=Path(
                 source.get("CASEMGR_INSTRUMENTS_DIR") or str(var_dir / "instruments")
+            ),
+            # Operations (issue 11).
+            unusual_reads_per_hour=num("CASEMGR_UNUSUAL_READS_PER_HOUR", 50),
+            unusual_denials_per_hour=num("CASEMGR_UNUSUAL_DENIALS_PER_HOUR", 10),
+            school_hours=parse_school_hours(source.get("CASEMGR_SCHOOL_HOURS") or "07:00-19:00"),
+            school_days=parse_school_days(source.get("CASEMGR_SCHOOL_DAYS") or "mon-fri"),
+            timezone=source.get("CASEMGR_TIMEZONE") or DEFAULT_TIMEZONE,
+            log_format=(source.get("CASEMGR_LOG_FORMAT") or "text").lower(),
+            metrics_allow=parse_networks(
+                source.get("CASEMGR_METRICS_ALLOW", "127.0.0.1/32,::1/128"),
+                "CASEMGR_METRICS_ALLOW",
+            ),
+            metrics_token_file=(
+                Path(source["CASEMGR_METRICS_TOKEN_FILE"])
+                if source.get("CASEMGR_METRICS_TOKEN_FILE")
+                else None
+            ),
+            shred_log_file=Path(
+                source.get("CASEMGR_SHRED_LOG_FILE") or str(var_dir / "shred-log.jsonl")
             ),
         )
 

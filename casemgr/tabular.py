@@ -233,21 +233,95 @@ def _xlsx_rows(file: IO[bytes]) -> Generator[tuple[int, list[str]], None, None]:
 
 
 def write_csv(rows: list[list[str]], encoding: str = "utf-8") -> bytes:
-    """A CSV body (tests, the demo and benchmarks build uploads with it)."""
+    """A CSV body (tests, the demo and benchmarks build uploads with it).
+
+    Cells are written as they are: this builds *uploads*. Anything the service hands out
+    as a table goes through :func:`export_csv`.
+    """
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\r\n").writerows(rows)
     return buffer.getvalue().encode(encoding)
 
 
+# -- tables going out: formula injection ------------------------------------------------
+#
+# A spreadsheet runs a cell that starts with "=", "+", "-" or "@" as a formula (DDE
+# payloads such as ``=cmd|' /C calc'!A0`` included), and some read a leading tab or
+# carriage return past it. Every cell of a table the service emits is neutralised: a
+# leading apostrophe makes the spreadsheet show the text as text. Names and notes are
+# free text (a name may well start with "-"), so they are neutralised on the way out,
+# not refused on the way in. Imports store cells as text as they are (module docstring).
+
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+SPREADSHEET_TYPES = frozenset({CSV, XLSX, "application/vnd.ms-excel", "text/tab-separated-values"})
+"""Media types a spreadsheet opens: a route answering with one must use :func:`export_csv`."""
+
+
+def neutralise_cell(value: str) -> str:
+    """``value`` as a spreadsheet shows it as text: a formula trigger first gets a ``'``."""
+    return "'" + value if value.startswith(FORMULA_TRIGGERS) else value
+
+
+def export_csv(rows: list[list[str]]) -> bytes:
+    """A CSV download: UTF-8 with a byte-order mark (so that Excel reads Chinese), CRLF,
+    every cell neutralised."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    for row in rows:
+        writer.writerow([neutralise_cell(cell) for cell in row])
+    return codecs.BOM_UTF8 + buffer.getvalue().encode("utf-8")
+
+
+def unneutralised_cells(body: bytes, media_type: str) -> list[tuple[int, int]]:
+    """The (row, column) of every cell of a table a spreadsheet would run as a formula.
+
+    For checking answers (tests scan every response with it): a CSV or TSV cell starting
+    with a trigger, an XLSX cell holding a formula or text starting with one; a body that
+    cannot be read as a table counts as one bad cell at (0, 0).
+    """
+    found: list[tuple[int, int]] = []
+    try:
+        if media_type == XLSX:
+            from openpyxl import load_workbook
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                workbook = load_workbook(io.BytesIO(body), read_only=True, data_only=False)
+            try:
+                for sheet in workbook.worksheets:
+                    for r, values in enumerate(sheet.iter_rows(values_only=True)):
+                        for c, value in enumerate(values):
+                            if isinstance(value, str) and value.startswith(FORMULA_TRIGGERS):
+                                found.append((r, c))
+            finally:
+                workbook.close()
+            return found
+        file = io.BytesIO(body)
+        text = io.TextIOWrapper(file, encoding=sniff_encoding(file), newline="")
+        delimiter = "\t" if media_type == "text/tab-separated-values" else ","
+        for r, record in enumerate(csv.reader(text, delimiter=delimiter, strict=True)):
+            found.extend(
+                (r, c) for c, cell in enumerate(record) if cell.startswith(FORMULA_TRIGGERS)
+            )
+    except Exception:  # unreadable as a table: a spreadsheet may still open it
+        return [(0, 0)]
+    return found
+
+
 __all__ = [
     "CSV",
+    "FORMULA_TRIGGERS",
+    "SPREADSHEET_TYPES",
     "TABLE_TYPES",
     "XLSX",
     "Table",
     "TableError",
+    "export_csv",
+    "neutralise_cell",
     "normalise_header",
     "open_table",
     "sniff_encoding",
     "spool",
+    "unneutralised_cells",
     "write_csv",
 ]

@@ -4,13 +4,22 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from litestar import Controller, get
-from litestar.params import FromQuery, QueryParameter
+from litestar import Controller, get, post
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.status_codes import HTTP_200_OK
 
 from casemgr import audit
+from casemgr.audit import unusual
 from casemgr.audit.services import EventFilter
 from casemgr.authz import Permission, actor_of, require
-from casemgr.dependencies import AuthorizerDep, CryptoDep, CurrentPrincipal, DbSession, SettingsDep
+from casemgr.dependencies import (
+    AuthorizerDep,
+    CryptoDep,
+    Ctx,
+    CurrentPrincipal,
+    DbSession,
+    SettingsDep,
+)
 from casemgr.errors import InvalidInput
 
 
@@ -79,3 +88,28 @@ class AuditController(Controller):
             detail={"ok": result.ok, "checked": result.checked},
         )
         return {"ok": result.ok, "checked": result.checked, "first_bad_seq": result.first_bad_seq}
+
+    # -- unusual access for review (issue 11): casemgr.audit.unusual -----------------------
+
+    @get("/unusual")
+    async def unusual_access(
+        self,
+        ctx: Ctx,
+        since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None,
+        kind: FromQuery[unusual.Kind | None] = None,
+        reviewed: FromQuery[bool | None] = None,
+    ) -> unusual.FindingList:
+        """Unusual access found in the trail (default: the last 7 days, and every
+        emergency access not reviewed yet); pseudonymous ids and counts only."""
+        return await unusual.list_unusual(
+            ctx, since=since, until=until, kind=kind, reviewed=reviewed
+        )
+
+    @post("/unusual/{finding_id:str}/review", status_code=HTTP_200_OK)
+    async def review_unusual_access(
+        self, finding_id: FromPath[str], data: JSONBody[unusual.ReviewIn], ctx: Ctx
+    ) -> unusual.Finding:
+        """Mark a finding reviewed: ``{outcome}`` (``explained`` or ``follow_up``), or for
+        an emergency access ``{note?}`` as ``/audit/emergency-access/{id}/review``."""
+        return await unusual.review(ctx, finding_id, data)

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -116,6 +117,15 @@ class Action(StrEnum):
     SCREENING_RESULT_ERASE = "screening_result:erase"
     COUNSELING_NOTE_WRITE = "counseling_note:write"
     COUNSELING_NOTE_READ = "counseling_note:read"
+    # -- operations (issue 11) ------------------------------------------------------------
+    UNUSUAL_LIST = "audit:unusual_list"
+    UNUSUAL_REVIEW = "audit:unusual_review"
+    BACKUP_CREATE = "backup:create"
+    BACKUP_RESTORE = "backup:restore"
+    KEYS_BACKUP = "keys:backup"
+    KEYS_RESTORE = "keys:restore"
+    # Destroyed data keys of the shred log destroyed again in a restored database.
+    KEYS_SHRED_REPLAY = "keys:shred_replay"
 
 
 # Why an access happened, as a controlled vocabulary (never free text, which could carry
@@ -135,6 +145,8 @@ PURPOSES_BY_RESOURCE = {
     # Care programme (issue 7).
     "visit_requirement": ADMINISTRATION,
     "retention": "retention",
+    # Operations (issue 11).
+    "backup": "operations",
 }
 CARE_PROGRAMME = "care_programme"
 
@@ -261,7 +273,17 @@ async def record(
     if session.info.get(_APPENDER) is not None:
         session.info.setdefault(_PENDING, []).append(values)
         return None
-    return await session.run_sync(_append_sync, [values])
+    return await _append_observed(session, [values])
+
+
+async def _append_observed(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
+    """``_append_sync`` in the session's transaction, timed for the engine's observer."""
+    started = time.perf_counter()
+    seq = await session.run_sync(_append_sync, rows)
+    appender = _APPENDERS.get(session.get_bind().engine)
+    if appender is not None and appender.observer is not None:
+        appender.observer("inline", time.perf_counter() - started, len(rows))
+    return seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +318,7 @@ async def record_many(session: AsyncSession, events: list[Event], *, actor: Acto
     rows[:0] = session.info.pop(_PENDING, None) or []
     if not rows:
         return 0
-    return await session.run_sync(_append_sync, rows)
+    return await _append_observed(session, rows)
 
 
 async def record_denial(session: AsyncSession, action: str, **kwargs: Any) -> int | None:
@@ -383,6 +405,9 @@ class AuditAppender:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # Told of every append (path "batch" or "inline", seconds, events): the service's
+        # metrics (casemgr.observability, issue 11).
+        self.observer: Callable[[str, float, int], None] | None = None
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopQueue] = (
             weakref.WeakKeyDictionary()
         )
@@ -443,8 +468,11 @@ class AuditAppender:
     async def _write(self, batch: list[_Waiting]) -> None:
         events = [values for one in batch for values in one.events]
         side_writes = [statement for one in batch for statement in one.side_writes]
+        started = time.perf_counter()
         async with self._engine.begin() as connection:
             await connection.run_sync(_write_batch_sync, events, side_writes)
+        if self.observer is not None:
+            self.observer("batch", time.perf_counter() - started, len(events))
         stats = self.stats
         stats.batches += 1
         stats.events += len(events)
@@ -517,7 +545,10 @@ def _write_deferred(session: Session) -> None:
     if transaction_wrote(connection) or holds_writer_turn(connection) or not in_greenlet():
         # A transaction that changed data: its events commit with it, or neither does.
         if events:
+            started = time.perf_counter()
             _append_sync(session, events)
+            if appender.observer is not None:
+                appender.observer("inline", time.perf_counter() - started, len(events))
         for statement in side_writes:
             session.execute(statement)
         return

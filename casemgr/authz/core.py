@@ -63,6 +63,8 @@ class Permission(StrEnum):
     AUDIT_VERIFY = "audit:verify"
     EMERGENCY_ACCESS_REQUEST = "emergency_access:request"
     EMERGENCY_ACCESS_REVIEW = "emergency_access:review"
+    # Operations (issue 11): auditors mark unusual access reviewed (casemgr.audit.unusual).
+    AUDIT_REVIEW = "audit:review"
     SCHOOL_MANAGE = "school:manage"
     CLASS_MANAGE = "class:manage"
     USER_MANAGE = "user:manage"

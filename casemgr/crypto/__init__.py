@@ -6,7 +6,9 @@ data key, after authorization has allowed the access.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Callable
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import select, update
@@ -41,8 +43,13 @@ class DataKeyDestroyed(DecryptionError):
 
 
 class Crypto:
-    def __init__(self, keyring: KeyRing) -> None:
+    def __init__(
+        self, keyring: KeyRing, on_shred: Callable[[uuid.UUID], None] | None = None
+    ) -> None:
         self.keyring = keyring
+        # Told of each data key before it is destroyed: the shred log (casemgr.backup),
+        # which keeps erased students erased when an older backup is restored (issue 11).
+        self.on_shred = on_shred
         # One AEAD object per KEK version: building one costs more than an unwrap.
         self._kek_aeads: dict[int, tuple[bytes, AESGCM]] = {}
 
@@ -125,6 +132,9 @@ class Crypto:
 
     async def shred(self, session: AsyncSession, key_id: uuid.UUID) -> None:
         """Destroy a data key: every ciphertext sealed under it becomes unrecoverable."""
+        if self.on_shred is not None:
+            # Logged before the erasure commits: a crash can only log one that was asked for.
+            await asyncio.to_thread(self.on_shred, key_id)
         await session.execute(
             update(DataKey)
             .where(DataKey.id == key_id)

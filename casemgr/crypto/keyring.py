@@ -42,7 +42,7 @@ def _kek_name(version: int) -> str:
     return f"kek-{version:04d}.key"
 
 
-def _write_secret_file(path: Path, data: bytes) -> None:
+def write_secret_file(path: Path, data: bytes) -> None:
     """Write a new file with mode 0600, atomically and never over an existing one."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -95,10 +95,10 @@ def create_key_ring(keys_dir: Path) -> list[str]:
     check_permissions(keys_dir)
     created: list[str] = []
     if not _kek_versions(keys_dir):
-        _write_secret_file(keys_dir / _kek_name(1), _encode_key(secrets.token_bytes(KEY_BYTES)))
+        write_secret_file(keys_dir / _kek_name(1), _encode_key(secrets.token_bytes(KEY_BYTES)))
         created.append(_kek_name(1))
     if not (keys_dir / BLIND_INDEX_FILE).exists():
-        _write_secret_file(keys_dir / BLIND_INDEX_FILE, _encode_key(secrets.token_bytes(KEY_BYTES)))
+        write_secret_file(keys_dir / BLIND_INDEX_FILE, _encode_key(secrets.token_bytes(KEY_BYTES)))
         created.append(BLIND_INDEX_FILE)
     if not (keys_dir / AUDIT_SIGNING_FILE).exists():
         if (keys_dir / AUDIT_PUBLIC_FILE).exists():
@@ -108,8 +108,8 @@ def create_key_ring(keys_dir: Path) -> list[str]:
                 " restore the private key from its backup"
             )
         private = Ed25519PrivateKey.generate()
-        _write_secret_file(keys_dir / AUDIT_SIGNING_FILE, _private_pem(private))
-        _write_secret_file(keys_dir / AUDIT_PUBLIC_FILE, _public_pem(private.public_key()))
+        write_secret_file(keys_dir / AUDIT_SIGNING_FILE, _private_pem(private))
+        write_secret_file(keys_dir / AUDIT_PUBLIC_FILE, _public_pem(private.public_key()))
         created.append(AUDIT_SIGNING_FILE)
     return created
 
@@ -273,7 +273,7 @@ class KeyRing:
         """Create blind-index key ``version`` unless it exists (idempotent for resumption)."""
         path = self.keys_dir / blind_index_name(version)
         if not path.exists():
-            _write_secret_file(path, _encode_key(secrets.token_bytes(KEY_BYTES)))
+            write_secret_file(path, _encode_key(secrets.token_bytes(KEY_BYTES)))
         self._dir_mtime_ns = -1
         self._refresh()
 
@@ -319,7 +319,7 @@ class KeyRing:
         if not path.exists():
             if not create:
                 return None
-            _write_secret_file(path, _private_pem(Ed25519PrivateKey.generate()))
+            write_secret_file(path, _private_pem(Ed25519PrivateKey.generate()))
         return _load_audit_private(path)
 
     def pin_audit_public_key(self, public: Ed25519PublicKey) -> bool:
@@ -335,7 +335,7 @@ class KeyRing:
             data += b"\n"
         # Written beside it and renamed over it: a crash leaves the old file or the new one.
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        _write_secret_file(tmp, data + _public_pem(public))
+        write_secret_file(tmp, data + _public_pem(public))
         os.replace(tmp, path)
         _fsync_dir(self.keys_dir)
         return True
@@ -374,7 +374,7 @@ class KeyRing:
         """Create KEK ``version`` unless its file exists already (idempotent for resumption)."""
         path = self.kek_path(version)
         if not path.exists():
-            _write_secret_file(path, _encode_key(secrets.token_bytes(KEY_BYTES)))
+            write_secret_file(path, _encode_key(secrets.token_bytes(KEY_BYTES)))
         self._dir_mtime_ns = -1
         self._refresh()
 

@@ -183,6 +183,11 @@ class SchoolController(Controller):
         )
         actor = ctx.actor(decision, school_id)
         media_type, _ = request.content_type
+        # End the request's first transaction before the body arrives: a slow upload must
+        # hold no database lock (SQLite takes the write lock at BEGIN; every other request
+        # of the service, reads included, waited for the whole upload) nor a pooled
+        # connection. The import runs in a transaction of its own.
+        await ctx.session.commit()
         upload = await spool(request.stream())
         try:
             result = await imports.import_roster(

@@ -39,7 +39,7 @@ from casemgr.crypto import FieldCipher
 from casemgr.crypto.models import DataKey
 from casemgr.crypto.sealed import sealed_columns
 from casemgr.db import new_id
-from casemgr.errors import InvalidInput, NotFound
+from casemgr.errors import Forbidden, InvalidInput, NotFound
 from casemgr.schools.models import School, SchoolClass
 from casemgr.schoolyear import current_school_year, is_school_year
 from casemgr.screening.bulk import open_value
@@ -345,6 +345,22 @@ async def record_consent(ctx: RequestContext, round_id: uuid.UUID, data: Consent
     """A guardian's decision; the latest one (by the time it was recorded) governs."""
     _, class_ids, _ = await reach_round(ctx, round_id, Permission.CONSENT_RECORD)
     access = await ctx.student(Permission.CONSENT_RECORD, data.student_id, resource_type="consent")
+    if access.emergency:
+        # An emergency grant opens the student's file (SPEC P6), not the guardian's
+        # screening decisions: those stay with the class's own teachers and counselors.
+        await audit.record_denial(
+            ctx.session,
+            audit.Action.CONSENT_RECORD,
+            actor=ctx.actor(access.decision, access.school_id),
+            resource_type="consent",
+            resource_id=data.student_id,
+            student_id=data.student_id,
+            school_id=access.school_id,
+            emergency=True,
+            purpose="emergency_access",
+            detail={"status": 403},
+        )
+        raise Forbidden("Screening consent is not recorded under emergency access.")
     if access.student.class_id not in class_ids:
         raise InvalidInput.field("student_id", "the student is not in a class of this round")
     check_text("guardian_name", data.guardian_name)

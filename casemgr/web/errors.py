@@ -11,6 +11,7 @@ from litestar.exceptions import HTTPException
 from litestar.response import Redirect
 
 from casemgr.errors import DomainError, InvalidInput, TooManyAttempts
+from casemgr.problems import database_unavailable, retry_after_headers
 from casemgr.web.deps import AccountSetupRequired, SignInRequired
 from casemgr.web.forms import safe_next
 from casemgr.web.render import N_, NO_STORE, page
@@ -37,6 +38,9 @@ EXPLANATIONS = {
     409: N_("Nothing was changed."),
     429: N_("Please wait a while before trying again."),
     500: N_("The request failed and nothing was changed. Please try again."),
+    # The database out of reach (casemgr.problems; sent with Retry-After). Whether the
+    # request changed anything is not known, so the page does not say.
+    503: N_("Please wait a while before trying again."),
 }
 
 
@@ -105,6 +109,9 @@ def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if database_unavailable(exc):
+        log.warning("database unavailable (%s) on %s", type(exc).__name__, request.url.path)
+        return error_page(request, 503, headers=retry_after_headers())
     log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
     return error_page(request, 500)
 

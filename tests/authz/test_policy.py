@@ -98,6 +98,8 @@ EXPECTED: dict[Role, set[str]] = {
         "audit:read",
         "audit:verify",
         "emergency_access:review",
+        # Operations (issue 11): marking unusual access reviewed.
+        "audit:review",
     },
 }
 
@@ -183,7 +185,7 @@ def test_auditor_and_bureau_admin_hold_no_content_permission(authorizer):
     auditor = {p.value for p in authorizer.role_permissions(Role.AUDITOR)}
     admin = authorizer.role_permissions(Role.BUREAU_ADMIN)
 
-    assert auditor <= {"audit:read", "audit:verify", "emergency_access:review"}
+    assert auditor <= {"audit:read", "audit:verify", "audit:review", "emergency_access:review"}
     assert not {p for p in admin if p.resource in CONTENT_RESOURCES or p.resource == "audit"}
     assert Permission.EMERGENCY_ACCESS_REQUEST not in admin
     # And the content roles never read the audit trail they are recorded in.

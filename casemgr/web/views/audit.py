@@ -17,6 +17,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath
 
 from casemgr import audit
+from casemgr.audit import unusual
 from casemgr.audit.services import EventFilter
 from casemgr.authz import Permission
 from casemgr.care import emergency
@@ -127,6 +128,7 @@ class AuditPages(Controller):
             detail={"count": len(items)},
         )
         emergency = await emergency_accesses(ctx)
+        unusual_items = await unusual_accesses(ctx)
         return page(
             request,
             "audit/log.html",
@@ -138,6 +140,9 @@ class AuditPages(Controller):
             actions=action_choices(),
             outcomes=OUTCOMES,
             emergency=emergency,
+            unusual=unusual_items,
+            unusual_kinds=UNUSUAL_KINDS,
+            unusual_outcomes=UNUSUAL_OUTCOMES,
             field_names={
                 "actor_id": N_("Who (account id)"),
                 "student_id": N_("Student id"),
@@ -183,6 +188,56 @@ class AuditPages(Controller):
             errors = exc.extra.get("errors") if isinstance(exc, InvalidInput) else None
             return error_page(request, exc.status, errors)
         return redirect("/audit")
+
+    @post("/unusual/{finding_id:str}/review", opt={"content_types": FORM_TYPES})
+    async def review_unusual(
+        self,
+        request: Request[Any, Any, Any],
+        ctx: Ctx,
+        db_session: DbSession,
+        finding_id: FromPath[str],
+    ) -> Response[Any]:
+        """Unusual access (issue 11): the outcome chosen in the list marks it reviewed."""
+        form = await Form.read(request)
+        outcome = form.optional("outcome")
+        try:
+            if outcome not in unusual.OUTCOMES:
+                raise InvalidInput.field("outcome", N_("choose one from the list"))
+            await unusual.review(ctx, finding_id, unusual.ReviewIn(outcome=outcome))
+        except (InvalidInput, Conflict) as exc:
+            await db_session.rollback()
+            errors = exc.extra.get("errors") if isinstance(exc, InvalidInput) else None
+            return error_page(request, exc.status, errors)
+        return redirect("/audit")
+
+
+# Unusual access (issue 11): what each rule found, and how a review ends.
+UNUSUAL_KINDS = {
+    "many_reads": N_("Many students' records read within an hour"),
+    "many_denials": N_("Many refusals within an hour"),
+    "off_hours": N_("Access outside school hours"),
+}
+UNUSUAL_OUTCOMES = {
+    "explained": N_("Explained"),
+    "follow_up": N_("Needs follow-up"),
+}
+
+
+async def unusual_accesses(ctx: RequestContext) -> list[dict[str, Any]]:
+    """Unusual access of the last seven days not reviewed yet; emergency accesses have their
+    own list on the page."""
+    found = await unusual.list_unusual(ctx, reviewed=False)
+    zone = ZoneInfo(i18n.TIME_ZONE)
+    return [
+        {
+            "finding": finding,
+            # The day for the access log's filter (From / To), in the pages' time zone.
+            "day": finding.window_start.astimezone(zone).date().isoformat(),
+            "last_day": finding.last_at.astimezone(zone).date().isoformat(),
+        }
+        for finding in found.items
+        if finding.kind != "emergency_access"
+    ]
 
 
 def _is_htmx(request: Request[Any, Any, Any]) -> bool:
