@@ -28,10 +28,12 @@ import codecs
 import contextlib
 import csv
 import io
+import re
 import tempfile
 import unicodedata
 import warnings
 import zipfile
+import zlib
 from collections.abc import AsyncIterable, Generator
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -47,6 +49,13 @@ SNIFF_BYTES = 4096
 # What an XLSX archive may unpack to: far more than any school's table needs.
 MAX_XLSX_UNPACKED_BYTES = 512 * 1024 * 1024
 MAX_XLSX_RATIO = 200
+# Cells a worksheet may declare, in one row and in all. Parsing costs per declared cell,
+# empty ones (``<c/>``) included, so a few kilobytes of them would cost seconds: they are
+# counted in the raw XML, before openpyxl parses anything. Far above what a roster or a
+# screening export holds (tens of columns, tens of thousands of rows).
+MAX_XLSX_ROW_CELLS = 1024
+MAX_XLSX_CELLS = 3_000_000
+_XLSX_TAG = re.compile(rb"<(?:\w+:)?(row|c)[\s/>]")
 
 
 class TableError(ValueError):
@@ -188,6 +197,43 @@ def _check_archive(file: IO[bytes]) -> None:
     if unpacked > MAX_XLSX_UNPACKED_BYTES or unpacked > MAX_XLSX_RATIO * max(packed, 64 * 1024):
         raise TableError("the workbook unpacks to far more data than a table holds")
     file.seek(0)
+    with zipfile.ZipFile(file) as archive:
+        for member in members:
+            name = member.filename
+            if name.startswith("xl/worksheets/") and name.endswith(".xml"):
+                _count_cells(archive, member)
+    file.seek(0)
+
+
+def _count_cells(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> None:
+    """Refuse a worksheet that declares more cells than a table holds (see above)."""
+    total = in_row = rows = 0
+    tail = b""
+    try:
+        with archive.open(member) as part:
+            while chunk := part.read(READ_CHUNK_BYTES):
+                data = tail + chunk
+                # A tag cut by the chunk's end is counted with the next chunk.
+                cut = data.rfind(b"<")
+                if cut > len(data) - 16:
+                    data, tail = data[:cut], data[cut:]
+                else:
+                    tail = b""
+                for match in _XLSX_TAG.finditer(data):
+                    if match.group(1) == b"row":
+                        rows += 1
+                        in_row = 0
+                        continue
+                    total += 1
+                    in_row += 1
+                    if in_row > MAX_XLSX_ROW_CELLS:
+                        raise TableError(
+                            f"a row has more than {MAX_XLSX_ROW_CELLS} cells", max(rows - 1, 0)
+                        )
+                if total > MAX_XLSX_CELLS:
+                    raise TableError(f"the worksheet has more than {MAX_XLSX_CELLS} cells")
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError, zlib.error):
+        raise TableError("the workbook is damaged") from None
 
 
 def _cell_text(value: Any) -> str:

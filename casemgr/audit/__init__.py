@@ -37,6 +37,7 @@ from casemgr.audit.services import (
     list_events,
     record,
     record_denial,
+    record_denials,
     write_handed_over,
     write_with_trail,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "list_events",
     "record",
     "record_denial",
+    "record_denials",
     "seal",
     "verify_chain",
     "write_checkpoint",

@@ -341,6 +341,24 @@ async def record_denial(session: AsyncSession, action: str, **kwargs: Any) -> in
     return seq
 
 
+async def record_denials(session: AsyncSession, denials: list[tuple[str, dict[str, Any]]]) -> None:
+    """Commit several denial events at once, on their own, as :func:`record_denial` does
+    for one: ``(action, arguments of record)`` each (a refused bulk request that holds
+    several refusals, e.g. each registered student of a refused roster import)."""
+    await session.rollback()
+    rows = [_event_values(action, outcome=DENY, **kwargs) for action, kwargs in denials]
+    if not rows:
+        return
+    appender: AuditAppender | None = session.info.get(_APPENDER)
+    if appender is not None:
+        session.info.pop(_PENDING, None)
+        session.info.pop(_SIDE_WRITES, None)
+        await appender.commit(rows)
+        return
+    await session.run_sync(_append_sync, rows)
+    await session.commit()
+
+
 # -- group commit --------------------------------------------------------------------------
 #
 # A request that only reads must still leave its event before it answers (SPEC P4). Each

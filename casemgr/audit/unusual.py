@@ -24,8 +24,10 @@ A finding's id says what it is (``kind.account.window``: ``many_reads.<hex>.2026
 events it counts stay the same, and a review can be checked against the trail again. A
 review is itself an audit event (``audit:unusual_review`` with an outcome from a closed set,
 ``explained`` or ``follow_up``): the trail records its own oversight, no table holds it,
-and nothing in it can be edited afterwards. Emergency grants keep their own review, with a
-note sealed under the emergency system key.
+and nothing in it can be edited afterwards. A review records the count it saw: when more
+of the same happens in the window afterwards, the finding is open again with the larger
+count (an "explained" burst does not cover the rest of its hour or day). Emergency grants
+keep their own review, with a note sealed under the emergency system key.
 """
 
 from __future__ import annotations
@@ -59,11 +61,17 @@ from casemgr.audit.models import AuditEvent, AuditHead
 from casemgr.audit.services import HEAD_ID, Event, record_many
 from casemgr.authz import Permission
 from casemgr.context import RequestContext
-from casemgr.errors import Conflict, InvalidInput, NotFound
+from casemgr.errors import Conflict, Forbidden, InvalidInput, NotFound
 from casemgr.settings import Settings
 
-Kind = Literal["many_reads", "many_denials", "off_hours", "emergency_access"]
-KINDS: tuple[Kind, ...] = ("many_reads", "many_denials", "off_hours", "emergency_access")
+Kind = Literal["many_reads", "many_denials", "off_hours", "emergency_access", "account_reset"]
+KINDS: tuple[Kind, ...] = (
+    "many_reads",
+    "many_denials",
+    "off_hours",
+    "emergency_access",
+    "account_reset",
+)
 Outcome = Literal["explained", "follow_up"]
 OUTCOMES: tuple[Outcome, ...] = ("explained", "follow_up")
 OVERSIGHT = "oversight"
@@ -86,11 +94,13 @@ READ_ACTIONS = (
 )
 EMERGENCY_GRANT = audit.Action.EMERGENCY_GRANT.value
 EMERGENCY_REVIEW = audit.Action.EMERGENCY_REVIEW.value
+ACCOUNT_RESET = audit.Action.USER_RESET_PASSWORD.value
 
 _ID = re.compile(
     r"^(?:(?P<kind>many_reads|many_denials)\.(?P<actor>[0-9a-f]{32})\.(?P<hour>\d{10})"
     r"|off_hours\.(?P<off_actor>[0-9a-f]{32})\.(?P<day>\d{8})"
-    r"|emergency_access\.(?P<grant>[0-9a-f]{32}))$"
+    r"|emergency_access\.(?P<grant>[0-9a-f]{32})"
+    r"|account_reset\.(?P<reset_seq>\d{1,18}))$"
 )
 
 _events = cast(Table, AuditEvent.__table__)
@@ -120,6 +130,10 @@ class Finding(msgspec.Struct):
     reviewed_by: uuid.UUID | None
     # ``explained`` / ``follow_up``; None for emergency grants (their review has a note).
     outcome: str | None
+    # The account whose password someone else reset (account_reset only): whoever then
+    # signs in with the one-time password acts as that person, so each reset is reviewed,
+    # and never by the account it reset.
+    account_id: uuid.UUID | None = None
 
 
 class FindingList(msgspec.Struct):
@@ -206,7 +220,8 @@ def _hour_bucket(dialect: str) -> ColumnElement[Any]:
     """Whole hours since the epoch (UTC) of an event's time, on either database."""
     if dialect == "postgresql":
         return sql_cast(func.floor(extract("epoch", _c.at) / 3600), BigInteger)
-    return sql_cast(func.strftime("%s", _c.at), Integer) / 3600
+    # Floor division: SQLAlchemy renders "/" as true division, one bucket per second.
+    return sql_cast(func.strftime("%s", _c.at), Integer) // 3600
 
 
 def _hour_of(bucket: int) -> datetime:
@@ -226,6 +241,9 @@ class _Review:
     at: datetime
     by: uuid.UUID | None
     outcome: str | None
+    # What the review saw: a finding whose count grew since is open again (more of the
+    # same after an "explained" burst must not pass unseen). None: an emergency grant.
+    count: int | None
 
 
 class Detector:
@@ -352,6 +370,39 @@ class Detector:
             )
         return findings
 
+    async def resets(
+        self, since: datetime, until: datetime, seq: int | None = None
+    ) -> list[Finding]:
+        """Every password reset of one account by another in the period, one finding each."""
+        query = select(_c.seq, _c.at, _c.actor_id, _c.role, _c.resource_id).where(
+            _c.action == ACCOUNT_RESET,
+            _c.outcome == audit.ALLOW,
+            _c.actor_id.is_not(None),
+            _c.resource_id.is_not(None),
+        )
+        if seq is not None:
+            query = query.where(_c.seq == seq)
+        else:
+            query = query.where(_c.at >= since, _c.at < until)
+        findings = []
+        for row in await self.session.execute(query):
+            at = _aware(row.at)
+            finding = _finding(
+                f"account_reset.{row.seq}",
+                "account_reset",
+                _user(row.actor_id),
+                row.role,
+                at,
+                at,
+                at,
+                at,
+                1,
+                None,
+            )
+            finding.account_id = _user(row.resource_id)
+            findings.append(finding)
+        return findings
+
     async def emergency(
         self, since: datetime, until: datetime, grant_id: uuid.UUID | None = None
     ) -> list[Finding]:
@@ -431,27 +482,31 @@ class Detector:
                     .order_by(_c.seq)
                 )
                 for row in rows:
-                    outcome = None
-                    if action != EMERGENCY_REVIEW and row.detail:
-                        outcome = msgspec.json.decode(row.detail).get("outcome")
-                    found.setdefault(
-                        row.resource_id,
-                        _Review(
-                            _aware(row.at),
-                            None if row.actor_id is None else _user(row.actor_id),
-                            outcome,
-                        ),
+                    outcome = count = None
+                    if action != EMERGENCY_REVIEW:
+                        detail = msgspec.json.decode(row.detail) if row.detail else {}
+                        outcome = detail.get("outcome")
+                        count = int(detail.get("count") or 0)
+                    review = _Review(
+                        _aware(row.at),
+                        None if row.actor_id is None else _user(row.actor_id),
+                        outcome,
+                        count,
                     )
+                    if action == EMERGENCY_REVIEW:
+                        found.setdefault(row.resource_id, review)  # the first one counts
+                    else:
+                        found[row.resource_id] = review  # the latest, which saw the most
         for finding in findings:
             key = finding.id
             if finding.kind == "emergency_access":
                 key = str(uuid.UUID(hex=finding.id.split(".")[1]))
-            review = found.get(key)
-            if review is not None:
+            settled = found.get(key)
+            if settled is not None and (settled.count is None or finding.count <= settled.count):
                 finding.reviewed = True
-                finding.reviewed_at = review.at
-                finding.reviewed_by = review.by
-                finding.outcome = review.outcome
+                finding.reviewed_at = settled.at
+                finding.reviewed_by = settled.by
+                finding.outcome = settled.outcome
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:
@@ -512,6 +567,8 @@ async def find(
             findings += await detector.hourly(kind, since, until)
         elif kind == "off_hours":
             findings += await detector.off_hours(since, until)
+        elif kind == "account_reset":
+            findings += await detector.resets(since, until)
         else:
             findings += await detector.emergency(since, until)
     await detector.reviews(findings)
@@ -551,6 +608,8 @@ async def _current(ctx: RequestContext, finding_id: str) -> Finding | None:
     detector = Detector(ctx)
     if match["grant"]:
         found = await detector.emergency(clock.now(), clock.now(), uuid.UUID(hex=match["grant"]))
+    elif match["reset_seq"]:
+        found = await detector.resets(clock.now(), clock.now(), int(match["reset_seq"]))
     elif match["day"]:
         zone = detector.rules.zone
         try:
@@ -608,6 +667,19 @@ async def review(ctx: RequestContext, finding_id: str, data: ReviewIn) -> Findin
         )
     if errors:
         raise InvalidInput(errors)
+    if finding.account_id is not None and finding.account_id == ctx.principal.user_id:
+        # Whoever reset an auditor's password could otherwise settle their own trace by
+        # signing in as that auditor: another auditor reviews it.
+        await audit.record_denial(
+            ctx.session,
+            audit.Action.UNUSUAL_REVIEW,
+            actor=ctx.actor(decision),
+            resource_type="unusual_access",
+            resource_id=finding_id,
+            purpose=OVERSIGHT,
+            detail={"status": 403},
+        )
+        raise Forbidden("A reset of your own account is reviewed by another auditor.")
     if finding.reviewed:
         await audit.record_denial(
             ctx.session,
@@ -628,7 +700,7 @@ async def review(ctx: RequestContext, finding_id: str, data: ReviewIn) -> Findin
                 audit.Action.UNUSUAL_REVIEW,
                 resource_type="unusual_access",
                 resource_id=finding_id,
-                detail={"kind": finding.kind, "outcome": data.outcome},
+                detail={"kind": finding.kind, "outcome": data.outcome, "count": finding.count},
             )
         ],
         actor=ctx.actor(decision),

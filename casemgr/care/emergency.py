@@ -12,15 +12,15 @@ never read case content) and mark each one reviewed.
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, select
 
 from casemgr import audit, clock
 from casemgr.accounts.models import User
 from casemgr.audit.models import AuditEvent
-from casemgr.authz import Permission
+from casemgr.authz import Decision, Permission
 from casemgr.care.models import EmergencyGrant
 from casemgr.care.schemas import EmergencyGrantOut
 from casemgr.care.services import clean, with_live_key
@@ -39,7 +39,8 @@ async def _system_cipher(ctx: RequestContext) -> FieldCipher:
     return await ctx.crypto.system_cipher(ctx.session, SYSTEM_KEY)
 
 
-async def request_access(ctx: RequestContext, student_id: uuid.UUID, reason: str) -> EmergencyGrant:
+async def _requestable(ctx: RequestContext, student_id: uuid.UUID) -> tuple[Student, Decision]:
+    """The student, if the caller may ask for emergency access to them (else 404 / 403)."""
     perm = Permission.EMERGENCY_ACCESS_REQUEST
     student = (
         await ctx.session.execute(with_live_key(select(Student)).where(Student.id == student_id))
@@ -54,18 +55,65 @@ async def request_access(ctx: RequestContext, student_id: uuid.UUID, reason: str
         # a role that may never ask; audited either way, so that no id can be probed.
         await ctx.require(perm, resource_type="student", resource_id=student_id, exists=False)
     assert student is not None and decision is not None
-    text = (reason or "").strip()
-    if len(text) < MIN_REASON_CHARS:
-        raise InvalidInput.field(
-            "reason", f"state the reason in at least {MIN_REASON_CHARS} characters"
-        )
+    return student, decision
+
+
+def _reaches_already(ctx: RequestContext, student: Student) -> bool:
+    """Whether the caller reaches the student's file without any emergency grant."""
     usual = ctx.decide(
         Permission.CASE_READ,
         school_id=student.school_id,
         class_id=student.class_id,
         student_id=student.id,
     )
-    if usual.allowed and not usual.emergency:
+    return usual.allowed and not usual.emergency
+
+
+@dataclass(frozen=True)
+class AccessState:
+    """What the page that asks for emergency access shows (nothing about the student)."""
+
+    # False: the caller reaches the student's file already, without a grant.
+    needed: bool
+    # When the caller's own live grant on the student ends (None: no live grant).
+    live_until: datetime | None
+    # Whether the caller reaches the student's personal details (contacts), now.
+    details: bool
+
+
+async def access_state(ctx: RequestContext, student_id: uuid.UUID) -> AccessState:
+    """For the page with the request form: decided exactly as ``request_access`` decides
+    (404 for a student of another school or none, 403 for a role that may never ask,
+    both audited); reads no field of the student."""
+    student, _ = await _requestable(ctx, student_id)
+    live_until = await ctx.session.scalar(
+        select(func.max(EmergencyGrant.expires_at)).where(
+            EmergencyGrant.user_id == ctx.principal.user_id,
+            EmergencyGrant.student_id == student.id,
+            EmergencyGrant.expires_at > clock.now(),
+        )
+    )
+    details = ctx.decide(
+        Permission.STUDENT_READ,
+        school_id=student.school_id,
+        class_id=student.class_id,
+        student_id=student.id,
+    )
+    return AccessState(
+        needed=not _reaches_already(ctx, student),
+        live_until=live_until,
+        details=details.allowed,
+    )
+
+
+async def request_access(ctx: RequestContext, student_id: uuid.UUID, reason: str) -> EmergencyGrant:
+    student, decision = await _requestable(ctx, student_id)
+    text = (reason or "").strip()
+    if len(text) < MIN_REASON_CHARS:
+        raise InvalidInput.field(
+            "reason", f"state the reason in at least {MIN_REASON_CHARS} characters"
+        )
+    if _reaches_already(ctx, student):
         await audit.record_denial(
             ctx.session,
             audit.Action.EMERGENCY_GRANT,

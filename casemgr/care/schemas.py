@@ -151,6 +151,14 @@ class PairingOut(msgspec.Struct):
     ended: bool
 
 
+class StaffOut(msgspec.Struct):
+    """A colleague who may be chosen (a mentor of a pairing): the name colleagues know."""
+
+    id: uuid.UUID
+    username: str
+    display_name: str
+
+
 class SupportLogOut(msgspec.Struct):
     id: uuid.UUID
     case_id: uuid.UUID

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from casemgr import audit, clock
 from casemgr.accounts.models import RoleGrant, User
+from casemgr.audit.services import CARE_PROGRAMME
 from casemgr.authz import Decision, Permission, Role
 from casemgr.care.models import (
     CareCategory,
@@ -53,6 +54,7 @@ from casemgr.care.schemas import (
     PairingEndIn,
     PairingIn,
     PairingOut,
+    StaffOut,
     SupportLogIn,
     SupportLogOut,
     TimelineItem,
@@ -699,6 +701,33 @@ async def list_cases(
     return items
 
 
+async def student_files(ctx: RequestContext, student_id: uuid.UUID) -> list[CaseSummary]:
+    """One student's files (open, and closed this school year), for a caller who reaches
+    them under the rule of ``GET /api/v1/cases/{id}``.
+
+    Unlike ``list_cases``, which lists by role, this decides on the student: so it also
+    serves whoever reaches the files through an emergency grant alone (a school leader,
+    whose role never lists files). Refusals are audited (404 / 403).
+    """
+    access = await ctx.student(Permission.CASE_READ, student_id, resource_type="case")
+    cutoff = first_day(await current_school_year(ctx.session, access.school_id))
+    items = []
+    for case in await student_cases(ctx.session, student_id):
+        values = access.cipher.open_fields(case, "status", "closed_on")
+        if values["status"] == CLOSED and values["closed_on"] and values["closed_on"] < cutoff:
+            continue
+        items.append(
+            CaseSummary(id=case.id, code=case.code, student_id=student_id, status=values["status"])
+        )
+    await ctx.audit(
+        audit.Action.CASE_LIST,
+        resource_type="case",
+        access=access,
+        detail={"count": len(items)},
+    )
+    return items
+
+
 @dataclass
 class CaseContents:
     """What a file holds, opened, within the window asked for (SPEC P3)."""
@@ -1122,6 +1151,66 @@ async def case_pairings(ctx: RequestContext, case_id: uuid.UUID) -> list[Pairing
         detail={"count": len(items)},
     )
     return items
+
+
+async def may_on_case(ctx: RequestContext, case_id: uuid.UUID, perm: Permission) -> bool:
+    """Whether the caller may ``perm`` the student of ``case_id``, decided without a trace.
+
+    For pages, to offer a form or a section only to those who may use it (the pairing
+    form, the student's details on the file); what the page then does is decided, and a
+    refusal audited, by the service it calls.
+    """
+    if not ctx.may_ever(perm):
+        return False
+    row = (
+        await ctx.session.execute(
+            select(Student.id, Student.school_id, Student.class_id)
+            .join(CaseFile, CaseFile.student_id == Student.id)
+            .where(CaseFile.id == case_id)
+        )
+    ).one_or_none()
+    if row is None:
+        return False
+    student_id, school_id, class_id = row
+    return ctx.decide(perm, school_id=school_id, class_id=class_id, student_id=student_id).allowed
+
+
+async def mentor_candidates(ctx: RequestContext, case_id: uuid.UUID) -> list[StaffOut]:
+    """Who may mentor the student of ``case_id``: the active teachers, class teachers and
+    counselors of the student's school (SPEC §4), as ``create_pairing`` accepts them.
+
+    For the pairing form: decided like ``create_pairing`` (404 / 403, audited), and the
+    reading of colleagues' names is audited as a list of accounts naming the student it
+    was made for.
+    """
+    _, access = await case_access(ctx, Permission.PAIRING_CREATE, case_id, resource_type="pairing")
+    rows = (
+        await ctx.session.execute(
+            select(User.id, User.username, User.display_name)
+            .where(
+                User.id.in_(
+                    select(RoleGrant.user_id).where(
+                        RoleGrant.school_id == access.school_id,
+                        RoleGrant.role.in_(MENTOR_ROLES),
+                    )
+                ),
+                User.is_active.is_(True),
+            )
+            .order_by(User.display_name, User.username)
+        )
+    ).all()
+    staff = [
+        StaffOut(id=user_id, username=username, display_name=display_name or username)
+        for user_id, username, display_name in rows
+    ]
+    await ctx.audit(
+        audit.Action.USER_LIST,
+        resource_type="user",
+        access=access,
+        purpose="emergency_access" if access.emergency else CARE_PROGRAMME,
+        detail={"count": len(staff)},
+    )
+    return staff
 
 
 async def school_pairings(

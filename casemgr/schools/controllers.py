@@ -3,6 +3,7 @@ rollover, the roster import and transfers between schools (SPEC §6)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import asdict
 from datetime import datetime
@@ -19,7 +20,6 @@ from litestar.status_codes import (
 )
 from msgspec import Meta
 
-from casemgr import audit
 from casemgr.accounts import admin
 from casemgr.authz import Permission
 from casemgr.dependencies import Ctx
@@ -194,20 +194,12 @@ class SchoolController(Controller):
                 ctx.session,
                 ctx.crypto,
                 school_id,
-                imports.open_roster(upload, media_type),
+                await asyncio.to_thread(imports.open_roster, upload, media_type),
                 actor=actor,
             )
         except imports.RosterRejected as refused:
             # Nothing of the file stays; the refusal itself does, in its own transaction.
-            await audit.record_denial(
-                ctx.session,
-                audit.Action.STUDENT_IMPORT,
-                actor=actor,
-                resource_type="school",
-                resource_id=school_id,
-                school_id=school_id,
-                detail={"status": 422, "rejected": len(refused.extra["rejected"])},
-            )
+            await imports.record_refusal(ctx.session, refused, actor=actor, school_id=school_id)
             raise
         finally:
             upload.close()

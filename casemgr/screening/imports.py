@@ -428,7 +428,7 @@ async def import_results(
     if instrument is None:
         raise Conflict("The round's instrument is no longer defined; results cannot be scored.")
     try:
-        upload: Upload = open_table(file, media_type)
+        upload: Upload = await asyncio.to_thread(open_table, file, media_type)
     except TableError as exc:
         await _refused(ctx, decision, screening_round, 0, [{"row": exc.row, "error": str(exc)}])
     try:

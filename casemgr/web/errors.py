@@ -53,7 +53,10 @@ def error_page(
     status: int,
     errors: list[dict[str, str]] | None = None,
     headers: dict[str, str] | None = None,
+    *,
+    link: tuple[str, str] | None = None,
 ) -> Response[str]:
+    """The error page; ``link`` (path, message) offers one way on besides the start page."""
     return page(
         request,
         "error.html",
@@ -62,6 +65,7 @@ def error_page(
         title=TITLES.get(status, TITLES[400] if status < 500 else TITLES[500]),
         explanation=EXPLANATIONS.get(status),
         errors=errors or [],
+        link=link,
     )
 
 

@@ -117,6 +117,15 @@ FIELD_LABELS = {
     "details": N_("Details"),
     "text": N_("Guidance"),
     "recheck_on": N_("Re-check on"),
+    "mentor_ids": N_("Mentors"),
+    "lead_id": N_("Lead mentor"),
+    "goals": N_("Goals"),
+    "starts_on": N_("Start date"),
+    "national_id": N_("National ID number"),
+    "to_class_id": N_("Class to join"),
+    "school_id": N_("School"),
+    "class_teacher_visits": N_("Visits per student by class teachers"),
+    "mentor_visits": N_("Visits per student by mentors"),
 }
 # Values of closed sets (categories, kinds, modes, outcomes, statuses).
 LABELS = {

@@ -82,6 +82,7 @@ class Scene:
     grants: dict[str, str] = field(default_factory=dict)  # account -> grant on emergency
     tasks: dict[str, str] = field(default_factory=dict)  # account -> own explicit task
     sessions: dict[str, str] = field(default_factory=dict)  # account -> a spare session id
+    transfers: dict[str, str] = field(default_factory=dict)  # target -> a transfer request
     spare_tokens: dict[str, str] = field(default_factory=dict)
     counter: int = 100
 

@@ -15,6 +15,7 @@ from typing import Any
 from litestar.routes import HTTPRoute
 
 from tests.access.matrix import ALLOW, TARGETS, expected
+from tests.access.requests import Cell, Fresh
 from tests.access.scene import Scene
 from tests.access.test_matrix import ROLES, SCHOOL_A_ROLES, SERVICE_PATHS
 from tests.web.helpers import csrf_of, sign_in
@@ -46,6 +47,15 @@ PAGES: dict[str, str] = {
     "POST /care-categories/{category_id}/end": "POST /api/v1/care-categories/{category_id}/end",
     "GET /students/{student_id}": "GET /api/v1/students/{student_id}",
     "POST /students/{student_id}/cases": "POST /api/v1/cases",
+    "POST /cases/{case_id}/pairings": "POST /api/v1/cases/{case_id}/pairings",
+    "POST /pairings/{pairing_id}/end": "POST /api/v1/pairings/{pairing_id}/end",
+    # The request form shows nothing of the student: it answers as the request would.
+    "GET /students/{student_id}/emergency-access": (
+        "POST /api/v1/students/{student_id}/emergency-access"
+    ),
+    "POST /students/{student_id}/emergency-access": (
+        "POST /api/v1/students/{student_id}/emergency-access"
+    ),
     "GET /screening": LANDING,
     "GET /screening/results/{result_id}": "GET /api/v1/screening/results/{result_id}",
     "POST /screening/results/{result_id}/review": (
@@ -67,6 +77,19 @@ PAGES: dict[str, str] = {
     "POST /school/import": LANDING,
     "GET /school/rollover": LANDING,
     "POST /school/rollover": LANDING,
+    "GET /school/transfers": "GET /api/v1/students/transfers",
+    # The class asked for is in the form: tests/web/test_school_pages.py sends another
+    # school's and none.
+    "POST /school/transfers": "POST /api/v1/students/transfers",
+    "POST /school/transfers/{transfer_id}/approve": (
+        "POST /api/v1/students/transfers/{transfer_id}/approve"
+    ),
+    "POST /school/transfers/{transfer_id}/decline": (
+        "POST /api/v1/students/transfers/{transfer_id}/decline"
+    ),
+    # The reader's school, or ?school_id= (tests/web/test_security.py, test_school_pages.py).
+    "GET /school/visits": LANDING,
+    "POST /school/visits": "PUT /api/v1/schools/{school_id}/visit-requirements",
     "GET /admin": LANDING,
     "POST /admin/schools": LANDING,
     "GET /reports/care-summary": LANDING,
@@ -100,7 +123,15 @@ def test_every_page_route_is_listed(app):
 
 def _ids(scene: Scene, target: str) -> dict[str, str]:
     if target == "missing":
-        names = ("case_id", "student_id", "result_id", "category_id", "round_id")
+        names = (
+            "case_id",
+            "student_id",
+            "result_id",
+            "category_id",
+            "round_id",
+            "pairing_id",
+            "transfer_id",
+        )
         return {name: str(uuid.uuid4()) for name in names}
     records = scene.records[target]
     return {
@@ -109,7 +140,19 @@ def _ids(scene: Scene, target: str) -> dict[str, str]:
         "result_id": records.result,
         "category_id": records.category,
         "round_id": records.round,
+        "pairing_id": records.pairing,
+        # Forms about a transfer are sent at school B's and at none (the forms test).
+        "transfer_id": _transfer_of_school_b(scene) if target == "other_school" else "",
     }
+
+
+def _transfer_of_school_b(scene: Scene) -> str:
+    """A request for a student of school B, asked by school A: school B's leader alone
+    decides it (made once per scene)."""
+    if "other_school" not in scene.transfers:
+        fresh = Fresh(scene.care.client, scene.care.db, scene)
+        scene.transfers["other_school"] = fresh.transfer(Cell(scene, "leader_a", "other_school"))
+    return scene.transfers["other_school"]
 
 
 def test_record_pages_follow_the_matrix_and_leak_nothing(client, scene):

@@ -165,6 +165,20 @@ def test_registered_students_are_bad_rows_never_overwritten(client, world, db):
         f"/api/v1/students/{world.students['a1_first']}", headers=world["leader_a"].headers
     )
     assert a1.json()["full_name"] == "测试学生001"
+    # Each registered row is a refusal in the trail, as POST /api/v1/students leaves one
+    # (a black-box finding: a file asked about many national IDs with one quiet event).
+    leader = db.id(world["leader_a"].id)
+    refusals = db.execute(
+        "SELECT action, resource_type, detail FROM audit_events"
+        " WHERE outcome = 'deny' AND actor_id = :a ORDER BY seq",
+        {"a": leader},
+    )
+    assert [(r[0], r[1]) for r in refusals] == [
+        ("student:import", "school"),
+        ("student:create", "student"),
+        ("student:create", "student"),
+    ]
+    assert all("duplicate" in str(r[2]) for r in refusals[1:])
 
 
 def test_header_problems_are_row_0(client, world):
@@ -297,3 +311,73 @@ def test_an_upload_over_the_limit_is_refused_unread(client, world, db):
     response = leader_upload(client, world, body)
     assert response.status_code == 413
     assert count_students(db, world.school_a) == 3
+
+
+def _with_empty_cells(body: bytes, cells: int, row: int = 2) -> bytes:
+    """The workbook ``body`` with ``cells`` empty cells (``<c/>``) added to its ``row``-th
+    row: a few kilobytes packed, seconds of parsing if it were parsed (a black-box attack)."""
+    import re
+    import zipfile
+
+    source = zipfile.ZipFile(io.BytesIO(body))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename.startswith("xl/worksheets/"):
+                ends = [m.end() for m in re.finditer(rb"<row[^>]*>", data)]
+                at = ends[row - 1]
+                data = data[:at] + b"<c/>" * cells + data[at:]
+            target.writestr(item, data)
+    return out.getvalue()
+
+
+def test_a_workbook_declaring_too_many_cells_is_refused_before_parsing(client, world, db):
+    from casemgr import tabular
+    from tests.admin.helpers import xlsx_body
+
+    honest = xlsx_body(roster_rows(CLASSES, 2, first=4100))
+    wide = _with_empty_cells(honest, tabular.MAX_XLSX_ROW_CELLS + 1)
+    assert len(wide) < 64 * 1024  # small on the wire
+    response = leader_upload(client, world, wide, tabular.XLSX)
+    assert response.status_code == 422
+    rejected = response.json()["rejected"]
+    assert rejected == [
+        {"row": 1, "error": f"file: a row has more than {tabular.MAX_XLSX_ROW_CELLS} cells"}
+    ]
+    # Up to the limit the same workbook imports (empty cells are empty columns).
+    fine = _with_empty_cells(honest, 10)
+    assert leader_upload(client, world, fine, tabular.XLSX).status_code == 200
+    assert count_students(db, world.school_a) == 3 + 2
+
+
+def test_cells_are_counted_across_read_chunks(monkeypatch):
+    """The count holds whatever the chunking: tags cut at a chunk's end count once."""
+    import zipfile
+
+    from casemgr import tabular
+
+    row = b"<row r='1'>" + b'<c r="A1" t="s"><v>0</v></c>' * 40 + b"</row>"
+    sheet = (
+        b"<worksheet><cols><col min='1'/></cols><sheetData>"
+        + row * 50
+        + b"</sheetData></worksheet>"
+    )
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("xl/worksheets/sheet1.xml", sheet)
+    for chunk in (7, 13, 64, 1000):
+        monkeypatch.setattr(tabular, "READ_CHUNK_BYTES", chunk)
+        monkeypatch.setattr(tabular, "MAX_XLSX_CELLS", 2000)
+        packed.seek(0)
+        tabular._check_archive(packed)  # exactly 2,000 cells: accepted
+        monkeypatch.setattr(tabular, "MAX_XLSX_CELLS", 1999)
+        packed.seek(0)
+        with pytest.raises(tabular.TableError, match="more than 1999 cells"):
+            tabular._check_archive(packed)
+        monkeypatch.setattr(tabular, "MAX_XLSX_CELLS", 2000)
+        monkeypatch.setattr(tabular, "MAX_XLSX_ROW_CELLS", 39)
+        packed.seek(0)
+        with pytest.raises(tabular.TableError, match="more than 39 cells"):
+            tabular._check_archive(packed)
+        monkeypatch.setattr(tabular, "MAX_XLSX_ROW_CELLS", 40)

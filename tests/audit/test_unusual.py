@@ -79,6 +79,7 @@ def test_many_distinct_students_read_in_an_hour_are_listed_and_reviewed(client, 
     for _ in range(5):
         read(client, world, "ct_a1", "a1_first")
     # Creating students is no read (an import writes one event per student).
+    added = []
     for n in range(70, 74):
         created = client.post(
             "/api/v1/students",
@@ -86,6 +87,7 @@ def test_many_distinct_students_read_in_an_hour_are_listed_and_reviewed(client, 
             headers=world["ct_a1"].headers,
         )
         assert created.status_code == 201
+        added.append(created.json()["id"])
 
     at(db, world, beijing(MONDAY, 12))
     items = unusual(client, world)
@@ -119,7 +121,11 @@ def test_many_distinct_students_read_in_an_hour_are_listed_and_reviewed(client, 
     # The review is an event in the trail, with the outcome and no free text.
     [event] = events(db, "audit:unusual_review")
     assert event.resource_id == found["id"] and event.actor_id == world["auditor"].id
-    assert msgspec.json.decode(event.detail) == {"kind": "many_reads", "outcome": "explained"}
+    assert msgspec.json.decode(event.detail) == {
+        "kind": "many_reads",
+        "outcome": "explained",
+        "count": 3,
+    }
     assert event.outcome == "allow" and event.purpose == "oversight"
     # Once only; afterwards it is listed as reviewed, or left out of the open ones.
     review(client, world, found["id"], {"outcome": "follow_up"}, 409)
@@ -127,6 +133,19 @@ def test_many_distinct_students_read_in_an_hour_are_listed_and_reviewed(client, 
     assert [i["id"] for i in unusual(client, world, "?reviewed=false")] == []
     [again] = unusual(client, world, "?reviewed=true")
     assert again["outcome"] == "explained" and again["reviewed_at"]
+
+    # More of the same later in that hour (another second, another student): one finding
+    # still, open again with the larger count; the earlier review does not cover it.
+    at(db, world, beijing(MONDAY, 10, 40))
+    response = client.get(f"/api/v1/students/{added[0]}", headers=world["counselor_a"].headers)
+    assert response.status_code == 200
+    at(db, world, beijing(MONDAY, 12, 30))
+    [reopened] = unusual(client, world, "?reviewed=false")
+    assert reopened["id"] == found["id"] and reopened["count"] == 4
+    assert reopened["reviewed"] is False and reopened["outcome"] is None
+    done = review(client, world, found["id"], {"outcome": "follow_up"}, 200)
+    assert done["count"] == 4 and done["outcome"] == "follow_up"
+    assert unusual(client, world, "?reviewed=false") == []
 
 
 def test_refusals_in_an_hour_are_listed_but_failed_logins_are_not(client, world, db):
@@ -307,3 +326,47 @@ def test_the_auditor_page_lists_unusual_access_and_marks_it_reviewed(client, wor
     assert response.status_code == 303
     assert finding_id not in client.get("/audit").text.split('id="unusual-h"', 1)[1]
     assert events(db, "audit:unusual_review")[-1].resource_id == finding_id
+
+
+def test_password_resets_by_another_person_are_reviewed_never_by_that_account(client, world, db):
+    """A black-box finding: whoever resets an account's password receives its one-time
+    password and can act as that person. Each reset is listed for review, and the account
+    reset cannot settle its own (an administrator signed in as a reset auditor)."""
+    from casemgr.authz import Role
+    from tests.care.helpers import add_staff
+    from tests.factories import issue_token
+
+    at(db, world, beijing(MONDAY, 9))
+    second = add_staff(db, world, "auditor.two", Role.AUDITOR, None)
+    [(factor,)] = db.execute("SELECT totp_secret FROM users WHERE id = :u", {"u": db.id(second.id)})
+    for account in (world["counselor_a"], second):
+        response = client.post(
+            f"/api/v1/users/{account.id}/reset-password", headers=world["admin"].headers
+        )
+        assert response.status_code == 200, response.text
+    at(db, world, beijing(MONDAY, 10))
+    resets = [i for i in unusual(client, world, "?kind=account_reset")]
+    assert {i["account_id"] for i in resets} == {str(world["counselor_a"].id), str(second.id)}
+    assert {i["actor_id"] for i in resets} == {str(world["admin"].id)}
+    assert all(i["kind"] == "account_reset" and i["count"] == 1 for i in resets)
+    [own] = [i for i in resets if i["account_id"] == str(second.id)]
+
+    # Whoever signed in with the one-time password of the second auditor, and chose a
+    # password and a second factor (the onboarding steps, taken as done here):
+    db.execute(
+        "UPDATE users SET password_change_required = :f, totp_secret = :t WHERE id = :u",
+        {"f": False, "t": factor, "u": db.id(second.id)},
+    )
+    token = db.in_transaction(lambda session: issue_token(session, second.id))
+    as_reset = {"Authorization": f"Bearer {token}"}
+    refused = client.post(
+        f"{URL}/{own['id']}/review", json={"outcome": "explained"}, headers=as_reset
+    )
+    assert refused.status_code == 403, refused.text
+    assert events(db, "audit:unusual_review")[-1].outcome == "deny"
+    review(client, world, own["id"], {"outcome": "follow_up"}, 200)
+    assert [
+        i["account_id"] for i in unusual(client, world, "?kind=account_reset&reviewed=false")
+    ] == [str(world["counselor_a"].id)]
+    # An id that names no reset is no finding.
+    review(client, world, "account_reset.999999999", {"outcome": "explained"}, 404)

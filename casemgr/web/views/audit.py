@@ -216,6 +216,7 @@ UNUSUAL_KINDS = {
     "many_reads": N_("Many students' records read within an hour"),
     "many_denials": N_("Many refusals within an hour"),
     "off_hours": N_("Access outside school hours"),
+    "account_reset": N_("Password reset by another person"),
 }
 UNUSUAL_OUTCOMES = {
     "explained": N_("Explained"),

@@ -24,20 +24,29 @@ from sqlalchemy import select
 from casemgr import clock
 from casemgr.accounts import selfservice
 from casemgr.authz import Permission, Role
-from casemgr.care import records, visits
+from casemgr.care import emergency, records, visits
 from casemgr.care import services as care
 from casemgr.care import tasks as tasks_service
-from casemgr.care.schemas import CategoryEndIn, CategoryIn, HomeVisitIn, SupportLogIn, TaskItem
+from casemgr.care.schemas import (
+    CategoryEndIn,
+    CategoryIn,
+    EmergencyAccessIn,
+    HomeVisitIn,
+    PairingEndIn,
+    PairingIn,
+    SupportLogIn,
+    TaskItem,
+)
 from casemgr.context import RequestContext
 from casemgr.dependencies import Ctx, DbSession
-from casemgr.errors import InvalidInput
+from casemgr.errors import Conflict, DomainError, InvalidInput, NotFound
 from casemgr.screening import services as screening
 from casemgr.screening.schemas import CounselingNoteIn
 from casemgr.students import services as students
 from casemgr.students.models import Student
 from casemgr.students.schemas import RosterEntry
 from casemgr.web import i18n
-from casemgr.web.errors import redirect
+from casemgr.web.errors import error_page, redirect
 from casemgr.web.forms import FORM_TYPES, Form, build
 from casemgr.web.pdf import render_case_pdf
 from casemgr.web.render import N_, NO_STORE, lang_of, page
@@ -45,6 +54,15 @@ from casemgr.web.render import N_, NO_STORE, lang_of, page
 FORM = {"content_types": FORM_TYPES}
 SUPPORT_KINDS = ("conversation", "academic", "material", "psychological", "family_contact", "other")
 VISIT_MODES = ("in_person", "phone", "video")
+PAIRING_MODES = ("one_to_one", "many_to_one")
+
+
+def errors_of(exc: DomainError) -> list[dict[str, str]]:
+    """What a refused form shows: the fields named, or the service's message."""
+    if isinstance(exc, InvalidInput):
+        errors: list[dict[str, str]] = exc.extra["errors"]
+        return errors
+    return [{"field": "", "message": exc.detail}]
 
 
 @dataclass
@@ -144,6 +162,25 @@ def support_log_in(form: Form) -> SupportLogIn:
             "kind": form.text("kind"),
             "notes": form.text("notes"),
             "follow_up_on": form.optional("follow_up_on"),
+        },
+    )
+
+
+def pairing_in(form: Form) -> PairingIn:
+    """The pairing form as ``PairingIn``: the lead is asked for only with several mentors."""
+    mode = form.text("mode")
+    mentors = form.ids("mentor_ids")
+    starts_on = form.date("starts_on")
+    if not mentors:
+        raise InvalidInput.field("mentor_ids", "choose at least one mentor")
+    return build(
+        PairingIn,
+        {
+            "mode": mode,
+            "mentor_ids": [str(m) for m in mentors],
+            "goals": form.text("goals"),
+            "starts_on": starts_on.isoformat() if starts_on else "",
+            "lead_id": form.optional("lead_id") if mode == "many_to_one" else None,
         },
     )
 
@@ -343,7 +380,90 @@ class CasePages(Controller):
     async def student(
         self, request: Request[Any, Any, Any], ctx: Ctx, student_id: FromPath[uuid.UUID]
     ) -> Response[str]:
-        return await render_student(request, ctx, student_id)
+        try:
+            return await render_student(request, ctx, student_id)
+        except NotFound:
+            if not ctx.may_ever(Permission.EMERGENCY_ACCESS_REQUEST):
+                raise
+            # The same answer for a student out of reach, of another school or of none:
+            # the way to emergency access depends on the reader's role alone.
+            return error_page(
+                request,
+                404,
+                link=(
+                    f"/students/{student_id}/emergency-access",
+                    N_("If a student's safety cannot wait, ask for emergency access"),
+                ),
+            )
+
+    @get("/students/{student_id:uuid}/emergency-access")
+    async def emergency_form(
+        self, request: Request[Any, Any, Any], ctx: Ctx, student_id: FromPath[uuid.UUID]
+    ) -> Response[str]:
+        return await render_emergency(request, ctx, student_id)
+
+    @post("/students/{student_id:uuid}/emergency-access", opt=FORM)
+    async def ask_for_emergency_access(
+        self,
+        request: Request[Any, Any, Any],
+        ctx: Ctx,
+        db_session: DbSession,
+        student_id: FromPath[uuid.UUID],
+    ) -> Response[Any]:
+        """The steps of ``POST /api/v1/students/{id}/emergency-access``, from a form."""
+        form = await Form.read(request)
+        reason = form.text("reason")
+        try:
+            data = build(EmergencyAccessIn, {"reason": reason})
+            await emergency.request_access(ctx, student_id, data.reason)
+        except (InvalidInput, Conflict) as exc:
+            await db_session.rollback()
+            return await render_emergency(
+                request, ctx, student_id, status=exc.status, errors=errors_of(exc), reason=reason
+            )
+        # To the page again (a reload then asks for nothing twice): it shows until when
+        # the access lasts and the way to the student's records.
+        return redirect(f"/students/{student_id}/emergency-access")
+
+    @post("/cases/{case_id:uuid}/pairings", opt=FORM)
+    async def create_pairing(
+        self,
+        request: Request[Any, Any, Any],
+        ctx: Ctx,
+        db_session: DbSession,
+        case_id: FromPath[uuid.UUID],
+    ) -> Response[Any]:
+        form = await Form.read(request)
+        try:
+            await care.create_pairing(ctx, case_id, pairing_in(form))
+        except (InvalidInput, Conflict) as exc:
+            await db_session.rollback()
+            return await render_case(
+                request, ctx, case_id, status=exc.status, errors=errors_of(exc)
+            )
+        return redirect(f"/cases/{case_id}?done=pairing")
+
+    @post("/pairings/{pairing_id:uuid}/end", opt=FORM)
+    async def end_pairing(
+        self,
+        request: Request[Any, Any, Any],
+        ctx: Ctx,
+        db_session: DbSession,
+        pairing_id: FromPath[uuid.UUID],
+    ) -> Response[Any]:
+        form = await Form.read(request)
+        try:
+            data = build(
+                PairingEndIn, {"ended_on": form.text("ended_on"), "reason": form.text("reason")}
+            )
+            ended = await care.end_pairing(ctx, pairing_id, data)
+        except (InvalidInput, Conflict) as exc:
+            await db_session.rollback()
+            # The file the form was on: shown again with the error, if the reader reaches it.
+            return await render_case(
+                request, ctx, form.id("case_id"), status=exc.status, errors=errors_of(exc)
+            )
+        return redirect(f"/cases/{ended.case_id}?done=pairing_ended")
 
     @post("/students/{student_id:uuid}/cases", opt=FORM)
     async def open_case(
@@ -390,11 +510,15 @@ async def render_student(
     errors: list[dict[str, str]] | None = None,
 ) -> Response[str]:
     details = await students.get_student(ctx, student_id)
-    files = (
-        await care.list_cases(ctx, student_id=student_id)
-        if ctx.may_ever(Permission.CASE_READ)
-        else []
+    # Whether the reader reaches the student's files (an emergency grant included),
+    # decided without a trace: the page lists them, or offers the way to ask for them.
+    file_reach = ctx.decide(
+        Permission.CASE_READ,
+        school_id=details.school_id,
+        class_id=details.class_id,
+        student_id=details.id,
     )
+    files = await care.student_files(ctx, student_id) if file_reach.allowed else []
     return page(
         request,
         "care/student.html",
@@ -412,6 +536,44 @@ async def render_student(
         and ctx.may_ever(Permission.CARE_CATEGORY_WRITE)
         and not any(f.status == "open" for f in files),
         can_add_category=ctx.may_ever(Permission.CARE_CATEGORY_WRITE),
+        under_emergency=file_reach.emergency,
+        can_ask_emergency=not file_reach.allowed
+        and ctx.may_ever(Permission.EMERGENCY_ACCESS_REQUEST),
+    )
+
+
+async def render_emergency(
+    request: Request[Any, Any, Any],
+    ctx: RequestContext,
+    student_id: uuid.UUID,
+    *,
+    status: int = 200,
+    errors: list[dict[str, str]] | None = None,
+    reason: str = "",
+) -> Response[str]:
+    """The request form, or, while the reader reaches the student, the way to the files.
+
+    Nothing of the student shows before the reader reaches them: the page is decided as
+    the request is (``emergency.access_state``), so a student of another school and no
+    student at all answer the same 404.
+    """
+    state = await emergency.access_state(ctx, student_id)
+    reaches = state.live_until is not None or not state.needed
+    files = await care.student_files(ctx, student_id) if reaches else []
+    return page(
+        request,
+        "care/emergency.html",
+        status=status,
+        principal=ctx.principal,
+        title=N_("Emergency access"),
+        student_id=student_id,
+        state=state,
+        files=files,
+        reaches=reaches,
+        errors=errors or [],
+        reason=reason,
+        minutes=emergency.GRANT_MINUTES,
+        min_chars=emergency.MIN_REASON_CHARS,
     )
 
 
@@ -450,9 +612,10 @@ async def render_case(
 ) -> Response[str]:
     include_earlier = request.query_params.get("earlier") == "1"
     case = await care.get_case(ctx, case_id, include_earlier=include_earlier)
+    # A mentor (a class teacher of another class too) reads the file, not the details.
     student = (
         await students.get_student(ctx, case.student_id)
-        if ctx.may_ever(Permission.STUDENT_READ)
+        if await care.may_on_case(ctx, case_id, Permission.STUDENT_READ)
         else None
     )
     notes = (
@@ -466,7 +629,16 @@ async def render_case(
         "guidance": N_("The guidance was saved."),
         "visit": N_("The home visit was recorded."),
         "note": N_("The counseling note was saved."),
+        "pairing": N_("The pairing was set up."),
+        "pairing_ended": N_("The pairing was ended."),
     }.get(done or "")
+    # The pairing form: for those who may set up this file's pairing (decided quietly),
+    # with the colleagues who may mentor the student (a read of names, audited).
+    can_pair = case.status == "open" and await care.may_on_case(
+        ctx, case_id, Permission.PAIRING_CREATE
+    )
+    mentors = await care.mentor_candidates(ctx, case_id) if can_pair else []
+    live_pairing = next((p for p in case.pairings or [] if not p.ended), None)
     return page(
         request,
         "care/case.html",
@@ -487,6 +659,11 @@ async def render_case(
         counseling_notes=notes,
         can_end_category=ctx.may_ever(Permission.CARE_CATEGORY_WRITE),
         include_earlier=include_earlier,
+        can_pair=can_pair,
+        mentors=mentors,
+        mentor_names={m.id: m.display_name for m in mentors},
+        live_pairing=live_pairing,
+        pairing_modes=PAIRING_MODES,
     )
 
 

@@ -1,13 +1,16 @@
 """School leaders' and bureau admins' pages: classes, pairings, the care summary, accounts,
-the roster import and the school-year rollover.
+the roster import, the school-year rollover, transfers between schools and the yearly
+home-visit requirements with their progress.
 
-Lists and changes go through ``schools.services``, ``accounts.admin``, ``care.services``
-and ``reports.services``. The roster import and the rollover take the steps of their API
-routes (``schools.controllers``): the decision, the service, the audited refusal.
+Lists and changes go through ``schools.services``, ``accounts.admin``, ``care.services``,
+``care.visits``, ``students.transfers`` and ``reports.services``. The roster import and the
+rollover take the steps of their API routes (``schools.controllers``): the decision, the
+service, the audited refusal.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 from dataclasses import dataclass
@@ -16,20 +19,23 @@ from typing import Any
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath
 
-from casemgr import audit
 from casemgr.accounts import admin
 from casemgr.authz import Permission, Role
 from casemgr.care import services as care
+from casemgr.care import visits
+from casemgr.care.schemas import VisitProgress, VisitRequirementIn
 from casemgr.context import RequestContext
 from casemgr.dependencies import Ctx, DbSession
 from casemgr.errors import Conflict, DomainError, InvalidInput
 from casemgr.reports import services as reports
 from casemgr.schools import rollover as rollovers
 from casemgr.schools import services as schools
+from casemgr.schools.controllers import TransferIn
 from casemgr.schools.models import School
-from casemgr.students import imports
+from casemgr.schoolyear import is_school_year
+from casemgr.students import imports, transfers
 from casemgr.web.errors import redirect
-from casemgr.web.forms import FORM_TYPES, Form
+from casemgr.web.forms import FORM_TYPES, Form, build
 from casemgr.web.i18n import N_
 from casemgr.web.render import page
 
@@ -107,6 +113,11 @@ class SchoolPages(Controller):
             else []
         )
         summary = await reports.care_summary(ctx, school.id)
+        progress = (
+            await visits.school_visit_progress(ctx, school.id)
+            if ctx.may_ever(Permission.VISIT_PROGRESS_READ)
+            else None
+        )
         return page(
             request,
             "school/overview.html",
@@ -118,6 +129,10 @@ class SchoolPages(Controller):
             summary=summary,
             bars=bars_of(summary),
             class_names={c.id: c.name for c in classes},
+            progress=progress,
+            totals=progress_totals(progress),
+            can_transfer=ctx.may_ever(Permission.TRANSFER_READ),
+            can_set_visits=ctx.may_ever(Permission.VISIT_REQUIREMENT_MANAGE),
         )
 
     @post("/classes", opt=FORM)
@@ -248,19 +263,13 @@ class SchoolPages(Controller):
                 ctx.session,
                 ctx.crypto,
                 school_id,
-                imports.open_roster(io.BytesIO(content), imports.sniff(content[:4])),
+                await asyncio.to_thread(
+                    imports.open_roster, io.BytesIO(content), imports.sniff(content[:4])
+                ),
                 actor=actor,
             )
         except imports.RosterRejected as refused:
-            await audit.record_denial(
-                ctx.session,
-                audit.Action.STUDENT_IMPORT,
-                actor=actor,
-                resource_type="school",
-                resource_id=school_id,
-                school_id=school_id,
-                detail={"status": 422, "rejected": len(refused.extra["rejected"])},
-            )
+            await imports.record_refusal(ctx.session, refused, actor=actor, school_id=school_id)
             return page(
                 request,
                 "school/import.html",
@@ -341,6 +350,232 @@ class SchoolPages(Controller):
             plan=plan,
             errors=[],
         )
+
+    # -- transfers between schools (``/api/v1/students/transfers``) ----------------------
+
+    @get("/transfers")
+    async def transfer_list(self, request: Request[Any, Any, Any], ctx: Ctx) -> Response[str]:
+        done = request.query_params.get("done") or ""
+        return await render_transfers(request, ctx, notice=TRANSFER_NOTICES.get(done))
+
+    @post("/transfers", opt=FORM)
+    async def request_transfer(
+        self, request: Request[Any, Any, Any], ctx: Ctx, db_session: DbSession
+    ) -> Response[Any]:
+        """Ask for a student by national ID: one answer whether or not the ID is known
+        (``transfers.request_transfer`` does the same work either way)."""
+        form = await Form.read(request)
+        try:
+            national_id = form.text("national_id").strip()
+            if not national_id:
+                raise InvalidInput.field("national_id", "must not be blank")
+            data = build(
+                TransferIn,
+                {"national_id": national_id, "to_class_id": str(form.id("to_class_id"))},
+            )
+            await transfers.request_transfer(
+                ctx, national_id=data.national_id, to_class_id=data.to_class_id
+            )
+        except InvalidInput as exc:
+            await db_session.rollback()
+            return await render_transfers(request, ctx, status=422, errors=exc.extra["errors"])
+        return redirect("/school/transfers?done=requested")
+
+    @post("/transfers/{transfer_id:uuid}/approve", opt=FORM)
+    async def approve_transfer(
+        self,
+        request: Request[Any, Any, Any],
+        ctx: Ctx,
+        db_session: DbSession,
+        transfer_id: FromPath[uuid.UUID],
+    ) -> Response[Any]:
+        try:
+            await transfers.approve_transfer(ctx, transfer_id)
+        except Conflict as exc:
+            await db_session.rollback()
+            return await render_transfers(
+                request, ctx, status=409, errors=[{"field": "", "message": exc.detail}]
+            )
+        return redirect("/school/transfers?done=approved")
+
+    @post("/transfers/{transfer_id:uuid}/decline", opt=FORM)
+    async def decline_transfer(
+        self,
+        request: Request[Any, Any, Any],
+        ctx: Ctx,
+        db_session: DbSession,
+        transfer_id: FromPath[uuid.UUID],
+    ) -> Response[Any]:
+        try:
+            await transfers.decline_transfer(ctx, transfer_id)
+        except Conflict as exc:
+            await db_session.rollback()
+            return await render_transfers(
+                request, ctx, status=409, errors=[{"field": "", "message": exc.detail}]
+            )
+        return redirect("/school/transfers?done=declined")
+
+    # -- yearly home-visit requirements and progress ---------------------------------------
+
+    @get("/visits")
+    async def visit_requirements(self, request: Request[Any, Any, Any], ctx: Ctx) -> Response[str]:
+        # An address that names no school of the reader is answered by the service: 404.
+        school_id = school_of(ctx, request) or uuid.UUID(int=0)
+        done = request.query_params.get("done") == "1"
+        return await render_visits(
+            request,
+            ctx,
+            school_id,
+            request.query_params.get("school_year") or None,
+            notice=N_("The requirements were saved.") if done else None,
+        )
+
+    @post("/visits", opt=FORM)
+    async def set_visit_requirements(
+        self, request: Request[Any, Any, Any], ctx: Ctx, db_session: DbSession
+    ) -> Response[Any]:
+        """The steps of ``PUT /api/v1/schools/{id}/visit-requirements``, from a form."""
+        form = await Form.read(request)
+        school_id = form.id("school_id")
+        year = form.optional("school_year")
+        try:
+            if year is not None and not is_school_year(year):
+                raise InvalidInput.field("school_year", "must look like 2026-2027")
+            data = build(
+                VisitRequirementIn,
+                {
+                    "class_teacher_visits": visits_per_student(form, "class_teacher_visits"),
+                    "mentor_visits": visits_per_student(form, "mentor_visits"),
+                    "school_year": year,
+                },
+            )
+            saved = await visits.set_visit_requirement(ctx, school_id, data)
+        except InvalidInput as exc:
+            await db_session.rollback()
+            return await render_visits(
+                request, ctx, school_id, None, status=422, errors=exc.extra["errors"]
+            )
+        return redirect(
+            f"/school/visits?school_id={school_id}&school_year={saved.school_year}&done=1"
+        )
+
+
+TRANSFER_NOTICES = {
+    "requested": N_(
+        "The request was sent. The leader of the student's present school decides;"
+        " it shows here as approved once they have."
+    ),
+    "approved": N_("The transfer was approved: the student now belongs to the other school."),
+    "declined": N_("The request was declined."),
+}
+TRANSFER_STATUS = {
+    "pending": N_("Waiting for a decision"),
+    "approved": N_("Approved"),
+    "declined": N_("Declined"),
+    "closed": N_("Closed without approval"),
+}
+
+
+async def render_transfers(
+    request: Request[Any, Any, Any],
+    ctx: RequestContext,
+    *,
+    status: int = 200,
+    notice: str | None = None,
+    errors: list[dict[str, str]] | None = None,
+) -> Response[str]:
+    """Requests for students of the reader's schools (to decide), and the reader's own.
+
+    The list is ``transfers.list_transfers``: the asking school learns nothing of a
+    request until it is approved, so its own requests show as waiting or closed only.
+    """
+    items = await transfers.list_transfers(ctx)
+    names = {s.id: s.name for s in await schools.schools_within_reach(ctx)}
+    own = ctx.authorizer.schools_holding(ctx.principal, Permission.TRANSFER_REQUEST) or frozenset()
+    classes = []
+    for school_id in sorted(own, key=lambda s: names.get(s, "")):
+        classes += await schools.classes_within_reach(ctx, school_id)
+    return page(
+        request,
+        "school/transfers.html",
+        status=status,
+        principal=ctx.principal,
+        title=N_("Transfers between schools"),
+        incoming=[i for i in items if i.direction == "incoming"],
+        outgoing=[i for i in items if i.direction == "outgoing"],
+        classes=classes,
+        class_names={c.id: c.name for c in classes},
+        school_names=names if len(own) > 1 else {},
+        statuses=TRANSFER_STATUS,
+        notice=notice,
+        errors=errors or [],
+    )
+
+
+MAX_VISITS = 12  # per student and school year (``VisitRequirementIn``)
+
+
+def visits_per_student(form: Form, name: str) -> int:
+    """A number of visits per student and year, as the API takes it (0 to 12)."""
+    text = form.text(name).strip()
+    if not text.isascii() or not text.isdigit() or int(text) > MAX_VISITS:
+        raise InvalidInput.field(name, "a whole number from 0 to 12")
+    return int(text)
+
+
+@dataclass(frozen=True)
+class ProgressTotals:
+    students: int
+    students_done: int
+    visits: int
+
+
+def progress_totals(progress: VisitProgress | None) -> ProgressTotals | None:
+    """The whole school's counts (the sum of its classes')."""
+    if progress is None:
+        return None
+    items = progress.items
+    return ProgressTotals(
+        students=sum(i.students for i in items),
+        students_done=sum(i.students_done for i in items),
+        visits=sum(i.visits for i in items),
+    )
+
+
+async def render_visits(
+    request: Request[Any, Any, Any],
+    ctx: RequestContext,
+    school_id: uuid.UUID,
+    school_year: str | None,
+    *,
+    status: int = 200,
+    notice: str | None = None,
+    errors: list[dict[str, str]] | None = None,
+) -> Response[str]:
+    """The school's requirement for a school year (default: the current one), the form to
+    change it, and this year's progress of the class teachers (counts only)."""
+    requirement = await visits.get_visit_requirement(ctx, school_id, school_year)
+    school = await ctx.session.get(School, school_id)
+    assert school is not None  # the service answered 404 otherwise
+    progress = (
+        await visits.school_visit_progress(ctx, school_id)
+        if ctx.may_ever(Permission.VISIT_PROGRESS_READ)
+        else None
+    )
+    return page(
+        request,
+        "school/visits.html",
+        status=status,
+        principal=ctx.principal,
+        title=N_("Home visits"),
+        school=SchoolView(school.id, school.name),
+        requirement=requirement,
+        progress=progress,
+        totals=progress_totals(progress),
+        max_visits=MAX_VISITS,
+        notice=notice,
+        errors=errors or [],
+    )
 
 
 def form_error(request: Request[Any, Any, Any], exc: DomainError) -> Response[str]:
