@@ -9,7 +9,8 @@ BIN         := $(VENV)/bin
 STAMP       := $(VENV)/.installed
 HOST        ?= 127.0.0.1
 PORT        ?= 8000
-PYTEST_ARGS ?=
+# The slowest tests are listed at the end of each run (keeps CI time visible).
+PYTEST_ARGS ?= --durations=15
 # Test processes (pytest-xdist): one per CPU. PYTEST_WORKERS=0 runs in this process.
 PYTEST_WORKERS ?= auto
 LOCK_ARGS   ?=
