@@ -148,3 +148,38 @@ def test_edit_reach_and_roles(client, world):
     assert _patch(client, world["counselor_a"], a2, {"address": "x"}).status_code == 403
     assert _patch(client, world["auditor"], a2, {"address": "x"}).status_code == 403
     assert _patch(client, world["leader_a"], a2, {"address": "x"}).status_code == 200
+
+
+def test_duplicates_out_of_reach_are_no_oracle(client, world, db):
+    """The review's finding 4, as it was performed: a class teacher PATCHes a national ID
+    of another school's child and the student number of a class they do not teach. Each
+    probe answers the same generic 409 as a duplicate within reach, points to transfers,
+    says nothing of where, and leaves a denial in the trail."""
+    student_id = world.students["a1_first"]
+    other_school = student_payload(world.class_b1, 4)  # b1_first, school B
+    unreached = student_payload(world.class_a2, 3)  # a2_first, a class ct_a1 does not teach
+    reachable = student_payload(world.class_a1, 2)  # a1_second, in ct_a1's own class
+    probes = [
+        {"national_id": other_school["national_id"], "birth_date": other_school["birth_date"]},
+        {"student_no": unreached["student_no"]},
+        {"student_no": reachable["student_no"]},
+    ]
+    denials = (
+        "SELECT count(*) FROM audit_events WHERE action = 'student:update' AND outcome = 'deny'"
+    )
+    before = db.execute(denials)[0][0]
+    answers = []
+    for body in probes:
+        response = _patch(client, world["ct_a1"], student_id, body)
+        assert response.status_code == 409, response.text
+        assert response.json()["transfer"] == "/api/v1/students/transfers"
+        for value in (
+            str(world.school_b),
+            str(world.class_a2),
+            str(world.class_b1),
+            *body.values(),
+        ):
+            assert value not in response.text
+        answers.append(response.json())
+    assert answers[0] == answers[1] == answers[2]
+    assert db.execute(denials)[0][0] == before + 3
