@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import io
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -389,14 +390,8 @@ class SchoolPages(Controller):
         db_session: DbSession,
         transfer_id: FromPath[uuid.UUID],
     ) -> Response[Any]:
-        try:
-            await transfers.approve_transfer(ctx, transfer_id)
-        except Conflict as exc:
-            await db_session.rollback()
-            return await render_transfers(
-                request, ctx, status=409, errors=[{"field": "", "message": exc.detail}]
-            )
-        return redirect("/school/transfers?done=approved")
+        decision = transfers.approve_transfer(ctx, transfer_id)
+        return await decide_transfer(request, ctx, db_session, decision, "approved")
 
     @post("/transfers/{transfer_id:uuid}/decline", opt=FORM)
     async def decline_transfer(
@@ -406,14 +401,8 @@ class SchoolPages(Controller):
         db_session: DbSession,
         transfer_id: FromPath[uuid.UUID],
     ) -> Response[Any]:
-        try:
-            await transfers.decline_transfer(ctx, transfer_id)
-        except Conflict as exc:
-            await db_session.rollback()
-            return await render_transfers(
-                request, ctx, status=409, errors=[{"field": "", "message": exc.detail}]
-            )
-        return redirect("/school/transfers?done=declined")
+        decision = transfers.decline_transfer(ctx, transfer_id)
+        return await decide_transfer(request, ctx, db_session, decision, "declined")
 
     # -- yearly home-visit requirements and progress ---------------------------------------
 
@@ -672,3 +661,22 @@ class ReportPages(Controller):
             summary=summary,
             bars=bars_of(summary),
         )
+
+
+async def decide_transfer(
+    request: Request[Any, Any, Any],
+    ctx: RequestContext,
+    db_session: Any,
+    decision: Awaitable[Any],
+    done: str,
+) -> Response[Any]:
+    """Approve or decline (``decision``, not awaited yet); a request decided already shows
+    the transfers page with the conflict."""
+    try:
+        await decision
+    except Conflict as exc:
+        await db_session.rollback()
+        return await render_transfers(
+            request, ctx, status=409, errors=[{"field": "", "message": exc.detail}]
+        )
+    return redirect(f"/school/transfers?done={done}")
