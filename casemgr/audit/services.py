@@ -327,36 +327,32 @@ async def record_denial(session: AsyncSession, action: str, **kwargs: Any) -> in
     The event is durable when this returns (in a deferred session through the appender);
     if it cannot be written this raises, and the caller's refusal becomes a failure.
     """
-    await session.rollback()
-    appender: AuditAppender | None = session.info.get(_APPENDER)
-    if appender is not None:
-        # Straight to the appender: the refused request's connection is back in the pool
-        # (and, on SQLite, its writer's turn given up) while the denial is written.
-        session.info.pop(_PENDING, None)
-        session.info.pop(_SIDE_WRITES, None)
-        await appender.commit([_event_values(action, outcome=DENY, **kwargs)])
-        return None
-    seq = await record(session, action, outcome=DENY, **kwargs)
-    await session.commit()
-    return seq
+    return await _commit_denials(session, [_event_values(action, outcome=DENY, **kwargs)])
 
 
 async def record_denials(session: AsyncSession, denials: list[tuple[str, dict[str, Any]]]) -> None:
     """Commit several denial events at once, on their own, as :func:`record_denial` does
     for one: ``(action, arguments of record)`` each (a refused bulk request that holds
     several refusals, e.g. each registered student of a refused roster import)."""
-    await session.rollback()
     rows = [_event_values(action, outcome=DENY, **kwargs) for action, kwargs in denials]
+    await _commit_denials(session, rows)
+
+
+async def _commit_denials(session: AsyncSession, rows: list[dict[str, Any]]) -> int | None:
+    await session.rollback()
     if not rows:
-        return
+        return None
     appender: AuditAppender | None = session.info.get(_APPENDER)
     if appender is not None:
+        # Straight to the appender: the refused request's connection is back in the pool
+        # (and, on SQLite, its writer's turn given up) while the denials are written.
         session.info.pop(_PENDING, None)
         session.info.pop(_SIDE_WRITES, None)
         await appender.commit(rows)
-        return
-    await session.run_sync(_append_sync, rows)
+        return None
+    seq = await _append_observed(session, rows)
     await session.commit()
+    return seq
 
 
 # -- group commit --------------------------------------------------------------------------
