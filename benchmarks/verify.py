@@ -3,9 +3,10 @@
 The chain is written in large batches through the audit module's own chaining
 (``casemgr.audit.services._append_sync``), so every event is one a request could have
 left. Three figures from the same chain: ``verify_chain`` as the command runs it (rows
-read through the driver, the next batch fetched while this one is hashed); the same walk
-through SQLAlchemy's ORM rows (the path it replaced); and hashing the events alone, with
-nothing read (the ceiling).
+encoded by the database and read through the driver: on PostgreSQL two halves at once, the
+next batch fetched while this one is hashed; on SQLite fetched and hashed by one thread);
+the same walk through SQLAlchemy's ORM rows (the path it replaced); and hashing the events
+alone, with nothing read (the ceiling).
 """
 
 from __future__ import annotations
@@ -66,7 +67,10 @@ async def _verify(settings: Any, keyring: Any, *, orm: bool) -> tuple[float, Any
         async with sessions() as session:
             started = time.perf_counter()
             if orm:
-                with mock.patch.object(checkpoints, "_raw_batches", _no_raw):
+                with (
+                    mock.patch.object(checkpoints, "_raw_batches", _no_raw),
+                    mock.patch.object(checkpoints, "_sqlite_file", lambda _connection: None),
+                ):
                     result = await audit.verify_chain(
                         session,
                         keyring.audit_public_keys,

@@ -1,5 +1,6 @@
-"""``verify_chain`` reads rows through the driver (``_raw_batches``); it must reach the very
-verdicts the ORM path reaches, on intact and on damaged chains alike."""
+"""``verify_chain`` reads rows through the driver (``_raw_batches``; on SQLite, a thread of
+its own with its own connection, ``_sqlite_walk``); it must reach the very verdicts the ORM
+path reaches, on intact and on damaged chains alike."""
 
 from __future__ import annotations
 
@@ -16,10 +17,22 @@ from tests.audit.helpers import append_events, events, intrude, rebuild_from, se
 Damage = Callable[[Any], None]
 
 
-def _walks(db: Any, *, split_at: int | None = None) -> tuple[Any, Any]:
+def _walks(db: Any, *, split_at: int | None = None, apart: bool = False) -> tuple[Any, Any]:
     """The chain walked by the fast path and by the ORM path, from the start."""
 
     async def walk(session: AsyncSession, fast: bool) -> Any:
+        if fast and apart:
+            path = checkpoints._sqlite_file(await session.connection())
+            assert path is not None
+            found = await checkpoints._sqlite_walk(
+                session,
+                path,
+                after=0,
+                prev=checkpoints.GENESIS_HASH,
+                until=None,
+                wanted={5, 20, 33},
+            )
+            return (found.last_seq, found.last_hash, found.bad_seq, found.reason, found.seen)
         if fast:
             batches = await checkpoints._raw_batches(
                 await session.connection(), 0, None, 7, split_at=split_at
@@ -79,11 +92,13 @@ def _nothing(db: Any) -> None:
     "damage",
     [_nothing, _change_detail, _change_time, _odd_but_equal_uuid, _delete_one, _rebuilt],
 )
-@pytest.mark.parametrize("split", [False, True])
-def test_fast_and_orm_paths_agree(db: Any, damage: Damage, split: bool) -> None:
+@pytest.mark.parametrize("way", ["driver", "split", "apart"])
+def test_fast_and_orm_paths_agree(db: Any, damage: Damage, way: str) -> None:
+    if way == "apart" and db.backend != "sqlite":
+        pytest.skip("the walk on a thread of its own reads SQLite files")
     append_events(db, 40)
     damage(db)
-    fast, orm = _walks(db, split_at=20 if split else None)
+    fast, orm = _walks(db, split_at=20 if way == "split" else None, apart=way == "apart")
     assert fast == orm
 
 
@@ -98,6 +113,7 @@ def test_verify_chain_agrees_with_the_orm_path(
         return None
 
     monkeypatch.setattr(checkpoints, "_raw_batches", no_fast_path)
+    monkeypatch.setattr(checkpoints, "_sqlite_file", lambda _connection: None)
     orm = verify(db, settings)
     assert (fast.ok, fast.checked, fast.first_bad_seq, fast.reason) == (
         orm.ok,
