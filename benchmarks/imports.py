@@ -3,8 +3,8 @@
 3. ``screening_import``: ``benchmarks/screening_import.py`` (the screening feature's own
    benchmark: 50,000 PHQ-9 rows through ``POST /api/v1/screening/rounds/{id}/results``,
    in a fresh process for its peak memory) run as a subprocess; ``rows_per_s`` >= 5,000,
-   ``peak_rss_mb`` <= 300, ``ratio_vs_plain`` >= 0.4 against its plain insert of the same
-   number of rows.
+   ``peak_rss_mb`` <= 300, ``ratio_vs_plain`` >= 0.4 against a plain import of the same
+   file (parsed, checked, looked up, scored, inserted as plain text), medians over runs.
 8. ``roster_import``: a school's roster of ``rows`` students as CSV through
    ``POST /api/v1/schools/{id}/students/import`` (parse, validate, seal, blind-index,
    store, audit), against parsing the same CSV and inserting it unencrypted.
@@ -33,8 +33,8 @@ HEADER = (
 )
 
 
-def run_screening_import(scr: Scratch, pg_admin_url: str | None, *, rows: int) -> dict[str, Any]:
-    url = f"sqlite:///{scr.directory / 'screening.db'}"
+def _screening_once(scr: Scratch, pg_admin_url: str | None, rows: int) -> dict[str, Any]:
+    url = f"sqlite:///{scr.directory / f'screening-{uuid.uuid4().hex[:8]}.db'}"
     if scr.backend == "postgresql":
         from sqlalchemy.engine import make_url
 
@@ -59,20 +59,36 @@ def run_screening_import(scr: Scratch, pg_admin_url: str | None, *, rows: int) -
         capture_output=True,
         text=True,
     )
-    found = json.loads(done.stdout.strip().splitlines()[-1])
-    plain = found["rows"] / found["baseline_plain_insert_seconds"]
-    ratio = found["rows_per_second"] / plain
+    found: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return found
+
+
+def run_screening_import(
+    scr: Scratch, pg_admin_url: str | None, *, rows: int, runs: int, progress: Any
+) -> dict[str, Any]:
+    found = []
+    for run in range(runs):
+        progress(f"import {run + 1}/{runs} ({rows} rows, set-up first)")
+        found.append(_screening_once(scr, pg_admin_url, rows))
+    real = [f["rows_per_second"] for f in found]
+    plain = [f["rows"] / f["baseline_plain_import_seconds"] for f in found]
+    ratios = [r / p for r, p in zip(real, plain, strict=True)]
+    peak = max(f["peak_rss_mb"] for f in found)
+    rate, ratio = statistics.median(real), statistics.median(ratios)
     return {
         "benchmark": "screening_import",
         "backend": scr.backend,
-        "rows": found["rows"],
-        "rows_per_s": found["rows_per_second"],
-        "peak_rss_mb": found["peak_rss_mb"],
-        "plain_rows_per_s": round(plain),
+        "rows": rows,
+        "runs": runs,
+        "rows_per_s": round(rate),
+        "rows_per_s_runs": spread(real, 0),
+        "rows_per_cpu_s": spread([f["rows_per_cpu_second"] for f in found], 0),
+        "peak_rss_mb": peak,
+        "plain_rows_per_s": spread(plain, 0),
         "ratio_vs_plain": round(ratio, 3),
-        "seconds": found["seconds"],
+        "seconds": spread([f["seconds"] for f in found], 2),
         "targets": {"rows_per_s": ">= 5000", "peak_rss_mb": "<= 300", "ratio_vs_plain": ">= 0.4"},
-        "met": found["rows_per_second"] >= 5000 and found["peak_rss_mb"] <= 300 and ratio >= 0.4,
+        "met": rate >= 5000 and peak <= 300 and ratio >= 0.4,
     }
 
 
