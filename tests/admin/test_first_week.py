@@ -13,6 +13,8 @@ import uuid
 from typing import Any
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from casemgr.authz import Role
 from tests.admin.helpers import (
@@ -36,10 +38,17 @@ GRADES = {"七": 7, "八": 8, "九": 9}
 def undo_import(db: Any, school_id: uuid.UUID) -> None:
     """Take the imported students out again (a test's undo; there is no such route)."""
     sid = db.id(school_id)
-    keys = db.execute("SELECT data_key_id FROM students WHERE school_id = :s", {"s": sid})
-    db.execute("DELETE FROM students WHERE school_id = :s", {"s": sid})
-    for (key_id,) in keys:
-        db.execute("DELETE FROM data_keys WHERE id = :k", {"k": key_id})
+
+    async def body(session: AsyncSession) -> None:
+        found = await session.execute(
+            text("SELECT data_key_id FROM students WHERE school_id = :s"), {"s": sid}
+        )
+        keys = [key_id for (key_id,) in found]
+        await session.execute(text("DELETE FROM students WHERE school_id = :s"), {"s": sid})
+        for key_id in keys:
+            await session.execute(text("DELETE FROM data_keys WHERE id = :k"), {"k": key_id})
+
+    db.in_transaction(body)
 
 
 def rosters(client: Any, token: str, class_ids: dict[str, str]) -> dict[str, list[tuple]]:
