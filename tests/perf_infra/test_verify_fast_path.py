@@ -122,3 +122,50 @@ def test_verify_chain_agrees_with_the_orm_path(
         orm.reason,
     )
     assert fast.first_bad_seq == 12
+
+
+# SQLite keeps whatever it is given in any column. A row altered on an offline copy with
+# the triggers dropped may hold a blob where text belongs (which SQLite's JSON functions
+# refuse outright) or a number where text belongs: verification must still name the event.
+ODD_VALUES = {
+    "detail-as-blob": "UPDATE audit_events SET detail = CAST(detail AS BLOB) WHERE seq = 14",
+    "action-as-blob": "UPDATE audit_events SET action = CAST(action AS BLOB) WHERE seq = 14",
+    "role-as-number": "UPDATE audit_events SET role = 7 WHERE seq = 14",
+    "empty-detail-blob": "UPDATE audit_events SET detail = X'' WHERE seq = 14",
+}
+
+
+@pytest.mark.parametrize("change", ODD_VALUES, ids=list(ODD_VALUES))
+@pytest.mark.parametrize("way", ["driver", "apart"])
+def test_values_of_another_storage_class_are_named_not_a_crash(
+    db: Any, settings: Any, change: str, way: str
+) -> None:
+    if db.backend != "sqlite":
+        pytest.skip("PostgreSQL keeps a column's type")
+    append_events(db, 30)
+    intrude(db, lambda s: set_event(s, 12, detail='{"n":99}'))  # an ordinary change first
+
+    async def odd(session: AsyncSession) -> None:
+        await session.execute(text(ODD_VALUES[change]))
+
+    intrude(db, odd)
+    start = _hash_of(db, 12)
+
+    async def walk(session: AsyncSession) -> Any:
+        found = await checkpoints._walk(
+            session,
+            after=12,  # past the ordinary change: the odd row is the next bad one
+            prev=start,
+            wanted=frozenset(),
+            batch_size=7,
+            apart=way == "apart",
+        )
+        return found.bad_seq, found.reason
+
+    assert db.in_transaction(walk) == (14, "event does not match the chain")
+    result = verify(db, settings)
+    assert (result.ok, result.first_bad_seq) == (False, 12)
+
+
+def _hash_of(db: Any, seq: int) -> bytes:
+    return bytes(db.execute("SELECT hash FROM audit_events WHERE seq = :s", {"s": seq})[0][0])
