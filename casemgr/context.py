@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,6 +27,16 @@ from casemgr.crypto import Crypto, FieldCipher
 from casemgr.crypto.models import DataKey
 from casemgr.settings import Settings
 from casemgr.students.models import Student
+
+
+class LoadedStudent(NamedTuple):
+    """A student row with its wrapped data key, read by a caller's own joined statement
+    (``student`` None: no such student, or one erased); ``school_year`` when it came too."""
+
+    student: Student | None
+    kek_version: int | None
+    wrapped: bytes | None
+    school_year: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +51,9 @@ class StudentAccess:
     student: Student
     decision: Decision
     cipher: FieldCipher
+    # The school's current school year, when the statement that found the student read it
+    # too (``casemgr.care.services.case_access``); else None, and read when needed.
+    school_year: str | None = None
 
     @property
     def id(self) -> uuid.UUID:
@@ -122,20 +135,28 @@ class RequestContext:
         *,
         resource_type: str = "student",
         resource_id: uuid.UUID | str | None = None,
+        loaded: LoadedStudent | None = None,
     ) -> StudentAccess:
         """Load a student with its wrapped key (one statement), decide ``perm``, unwrap.
 
         Refusals are audited and raised (403 / 404) before any key is unwrapped; an
-        erased student (destroyed key) is "not found" like one that never existed.
+        erased student (destroyed key) is "not found" like one that never existed. A
+        caller that read the student row in a joined statement of its own hands it over
+        as ``loaded`` (the decision, the audit and the unwrapping stay here).
         """
-        row = (
-            await self.session.execute(
-                select(Student, DataKey.kek_version, DataKey.wrapped)
-                .join(DataKey, DataKey.id == Student.data_key_id)
-                .where(Student.id == student_id)
-            )
-        ).one_or_none()
-        student = row[0] if row is not None and row[2] is not None else None
+        row = loaded
+        if row is None:
+            found = (
+                await self.session.execute(
+                    select(Student, DataKey.kek_version, DataKey.wrapped)
+                    .join(DataKey, DataKey.id == Student.data_key_id)
+                    .where(Student.id == student_id)
+                )
+            ).one_or_none()
+            row = LoadedStudent(*found) if found is not None else None
+        student = row.student if row is not None and row.wrapped is not None else None
+        if student is not None and student.id != student_id:
+            raise ValueError("the loaded row is another student's")
         decision = await self.require(
             perm,
             resource_type=resource_type,
@@ -146,8 +167,8 @@ class RequestContext:
             exists=student is not None,
         )
         assert row is not None and student is not None  # require() raised otherwise
-        cipher = self.crypto.open_data_key(student.data_key_id, row[1], row[2])
-        return StudentAccess(student, decision, cipher)
+        cipher = self.crypto.open_data_key(student.data_key_id, row.kek_version, row.wrapped)
+        return StudentAccess(student, decision, cipher, row.school_year)
 
     async def audit(
         self,

@@ -25,7 +25,7 @@ from datetime import date, timedelta
 from typing import Any, NoReturn, TypeVar, cast
 
 import msgspec
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from casemgr import audit, clock
@@ -59,11 +59,12 @@ from casemgr.care.schemas import (
     SupportLogOut,
     TimelineItem,
 )
-from casemgr.context import RequestContext, StudentAccess
+from casemgr.context import LoadedStudent, RequestContext, StudentAccess
 from casemgr.crypto import Crypto, FieldCipher
 from casemgr.crypto.models import DataKey
 from casemgr.errors import Conflict, DomainError, InvalidInput
-from casemgr.schoolyear import current_school_year, first_day
+from casemgr.schools.models import SchoolClass
+from casemgr.schoolyear import calendar_school_year, current_school_year, first_day
 from casemgr.students.models import Student
 from casemgr.students.services import new_student_code
 
@@ -445,16 +446,39 @@ async def case_access(
 ) -> tuple[CaseFile, StudentAccess]:
     """The file and its student, if the caller may ``perm`` it (404/403 audited otherwise).
 
-    A file whose student was erased is "not found" like one that never existed.
+    A file whose student was erased is "not found" like one that never existed. The file,
+    its student with the wrapped key and the school's current school year come in one
+    statement (each statement costs a read more than the rows it brings).
     """
-    case = await ctx.session.get(CaseFile, case_id)
-    if case is None:
+    row = (await ctx.session.execute(_CASE_WITH_STUDENT, {"case_id": case_id})).one_or_none()
+    if row is None:
         await ctx.require(perm, resource_type=resource_type, resource_id=case_id, exists=False)
-    assert case is not None
+    assert row is not None
+    case, student, kek_version, wrapped, year = row
+    loaded = LoadedStudent(
+        student, kek_version, wrapped, (year or calendar_school_year()) if student else None
+    )
     access = await ctx.student(
-        perm, case.student_id, resource_type=resource_type, resource_id=case_id
+        perm, case.student_id, resource_type=resource_type, resource_id=case_id, loaded=loaded
     )
     return case, access
+
+
+_CASE_WITH_STUDENT = (
+    select(
+        CaseFile,
+        Student,
+        DataKey.kek_version,
+        DataKey.wrapped,
+        select(func.max(SchoolClass.school_year))
+        .where(SchoolClass.school_id == Student.school_id)
+        .correlate(Student)
+        .scalar_subquery(),
+    )
+    .outerjoin(Student, Student.id == CaseFile.student_id)
+    .outerjoin(DataKey, DataKey.id == Student.data_key_id)
+    .where(CaseFile.id == bindparam("case_id"))
+)
 
 
 async def student_cases(session: AsyncSession, student_id: uuid.UUID) -> list[CaseFile]:
@@ -743,7 +767,7 @@ async def _contents(
     ctx: RequestContext, case: CaseFile, access: StudentAccess, *, include_earlier: bool
 ) -> CaseContents:
     session, cipher = ctx.session, access.cipher
-    year = await current_school_year(session, access.school_id)
+    year = access.school_year or await current_school_year(session, access.school_id)
     cutoff = None if include_earlier else first_day(year)
     contents = CaseContents()
     if may(ctx, access, Permission.CARE_CATEGORY_READ).allowed:
@@ -836,11 +860,8 @@ async def timeline(
     case, access = await case_access(ctx, Permission.CASE_READ, case_id)
     values = access.cipher.open_fields(case)
     contents = await _contents(ctx, case, access, include_earlier=include_earlier)
-    cutoff = (
-        None
-        if include_earlier
-        else first_day(await current_school_year(ctx.session, access.school_id))
-    )
+    year = access.school_year or await current_school_year(ctx.session, access.school_id)
+    cutoff = None if include_earlier else first_day(year)
     events: list[TimelineItem] = []
 
     def add(at: date | None, kind: str, head: str, tail: str | None = None) -> None:
