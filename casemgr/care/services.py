@@ -752,6 +752,21 @@ async def student_files(ctx: RequestContext, student_id: uuid.UUID) -> list[Case
     return items
 
 
+# The file's lists, each built once: building a statement per request cost more than
+# reading its rows (~70 µs of ~230 µs per statement on these cores).
+_CATEGORIES = (
+    select(CareCategory)
+    .where(CareCategory.case_id == bindparam("case_id"))
+    .order_by(CareCategory.created_at)
+)
+_LOGS = select(SupportLog).where(SupportLog.case_id == bindparam("case_id"))
+_LOGS_OF_YEAR = _LOGS.where(SupportLog.school_year == bindparam("year"))
+_VISITS = select(HomeVisit).where(HomeVisit.student_id == bindparam("student_id"))
+_VISITS_OF_YEAR = _VISITS.where(HomeVisit.school_year == bindparam("year"))
+_NOTES = select(Guidance).where(Guidance.case_id == bindparam("case_id"))
+_NOTES_OF_YEAR = _NOTES.where(Guidance.school_year == bindparam("year"))
+
+
 @dataclass
 class CaseContents:
     """What a file holds, opened, within the window asked for (SPEC P3)."""
@@ -771,11 +786,7 @@ async def _contents(
     cutoff = None if include_earlier else first_day(year)
     contents = CaseContents()
     if may(ctx, access, Permission.CARE_CATEGORY_READ).allowed:
-        records = await session.scalars(
-            select(CareCategory)
-            .where(CareCategory.case_id == case.id)
-            .order_by(CareCategory.created_at)
-        )
+        records = await session.scalars(_CATEGORIES, {"case_id": case.id})
         contents.categories = [
             c
             for c in (category_out(cipher, r) for r in records)
@@ -787,24 +798,22 @@ async def _contents(
             for p in await pairings_of(session, cipher, [case.id])
             if cutoff is None or p.ends_on is None or p.ends_on >= cutoff
         ]
+    of_file = {"case_id": case.id, "year": year}
     if may(ctx, access, Permission.SUPPORT_LOG_READ).allowed:
-        log_query = select(SupportLog).where(SupportLog.case_id == case.id)
-        if cutoff is not None:
-            log_query = log_query.where(SupportLog.school_year == year)
-        logs = [support_log_out(cipher, r) for r in await session.scalars(log_query)]
+        log_rows = await session.scalars(_LOGS if cutoff is None else _LOGS_OF_YEAR, of_file)
+        logs = [support_log_out(cipher, r) for r in log_rows]
         contents.support_logs = sorted(logs, key=lambda x: x.occurred_on, reverse=True)
     if may(ctx, access, Permission.HOME_VISIT_READ).allowed:
         # Every visit to the student's family, whether or not it came with the file.
-        visit_query = select(HomeVisit).where(HomeVisit.student_id == case.student_id)
-        if cutoff is not None:
-            visit_query = visit_query.where(HomeVisit.school_year == year)
-        visits = [home_visit_out(cipher, r) for r in await session.scalars(visit_query)]
+        visit_rows = await session.scalars(
+            _VISITS if cutoff is None else _VISITS_OF_YEAR,
+            {"student_id": case.student_id, "year": year},
+        )
+        visits = [home_visit_out(cipher, r) for r in visit_rows]
         contents.home_visits = sorted(visits, key=lambda x: x.visited_on, reverse=True)
     if may(ctx, access, Permission.GUIDANCE_READ).allowed:
-        note_query = select(Guidance).where(Guidance.case_id == case.id)
-        if cutoff is not None:
-            note_query = note_query.where(Guidance.school_year == year)
-        notes = [guidance_out(cipher, r) for r in await session.scalars(note_query)]
+        note_rows = await session.scalars(_NOTES if cutoff is None else _NOTES_OF_YEAR, of_file)
+        notes = [guidance_out(cipher, r) for r in note_rows]
         contents.guidance = sorted(notes, key=lambda x: x.created_at, reverse=True)
     return contents
 
