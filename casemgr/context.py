@@ -9,14 +9,15 @@ it is wired. The context holds the request's transaction, the caller and the thr
   student's data key, returning a ``StudentAccess`` that holds the cipher. There is no
   other way for a feature to get a student's cipher (``casemgr.crypto``);
 - ``ctx.audit(action, ...)``: append an event as the caller (``casemgr.audit``), flagged
-  when the access rode on an emergency grant.
+  when the access rode on an emergency grant; ``ctx.refuse(action, error, ...)``: leave a
+  refused request in the trail on its own and raise ``error``.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,6 +26,7 @@ from casemgr import audit
 from casemgr.authz import Authorizer, Decision, Permission, Principal, actor_of, require
 from casemgr.crypto import Crypto, FieldCipher
 from casemgr.crypto.models import DataKey
+from casemgr.errors import DomainError
 from casemgr.settings import Settings
 from casemgr.students.models import Student
 
@@ -173,6 +175,41 @@ class RequestContext:
         assert row is not None and student is not None  # require() raised otherwise
         cipher = self.crypto.open_data_key(student.data_key_id, row.kek_version, row.wrapped)
         return StudentAccess(student, decision, cipher, row.school_year)
+
+    async def refuse(
+        self,
+        action: str,
+        error: DomainError,
+        *,
+        resource_type: str,
+        resource_id: uuid.UUID | str | None = None,
+        decision: Decision | None = None,
+        access: StudentAccess | None = None,
+        school_id: uuid.UUID | None = None,
+        student_id: uuid.UUID | None = None,
+        purpose: str | None = None,
+    ) -> NoReturn:
+        """Refuse a request the caller was allowed to make (a conflict, a rule): the
+        request's work is rolled back, a denial naming ``error``'s status (never its
+        message) is committed on its own, and ``error`` is raised."""
+        if access is not None:
+            decision = decision or access.decision
+            student_id = student_id or access.id
+            school_id = school_id or access.school_id
+        emergency = bool(decision and decision.emergency)
+        await audit.record_denial(
+            self.session,
+            action,
+            actor=self.actor(decision, school_id),
+            resource_type=resource_type,
+            resource_id=resource_id,
+            student_id=student_id,
+            school_id=school_id,
+            purpose=purpose or ("emergency_access" if emergency else None),
+            emergency=emergency,
+            detail={"status": error.status},
+        )
+        raise error
 
     async def audit(
         self,

@@ -349,13 +349,10 @@ async def end_session(ctx: RequestContext, session_id: uuid.UUID) -> None:
     )
     if ended is None:
         # Another person's session, or none: refused and audited alike (SPEC P2).
-        await audit.record_denial(
-            ctx.session,
+        await ctx.refuse(
             audit.Action.SESSION_END,
-            actor=ctx.actor(),
+            NotFound("No such session."),
             resource_type="session",
             resource_id=session_id,
-            detail={"status": 404},
         )
-        raise NotFound("No such session.")
     await ctx.audit(audit.Action.SESSION_END, resource_type="session", resource_id=session_id)

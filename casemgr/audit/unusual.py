@@ -670,27 +670,23 @@ async def review(ctx: RequestContext, finding_id: str, data: ReviewIn) -> Findin
     if finding.account_id is not None and finding.account_id == ctx.principal.user_id:
         # Whoever reset an auditor's password could otherwise settle their own trace by
         # signing in as that auditor: another auditor reviews it.
-        await audit.record_denial(
-            ctx.session,
+        await ctx.refuse(
             audit.Action.UNUSUAL_REVIEW,
-            actor=ctx.actor(decision),
+            Forbidden("A reset of your own account is reviewed by another auditor."),
+            decision=decision,
             resource_type="unusual_access",
             resource_id=finding_id,
             purpose=OVERSIGHT,
-            detail={"status": 403},
         )
-        raise Forbidden("A reset of your own account is reviewed by another auditor.")
     if finding.reviewed:
-        await audit.record_denial(
-            ctx.session,
+        await ctx.refuse(
             audit.Action.UNUSUAL_REVIEW,
-            actor=ctx.actor(decision),
+            Conflict("This finding has been reviewed already."),
+            decision=decision,
             resource_type="unusual_access",
             resource_id=finding_id,
             purpose=OVERSIGHT,
-            detail={"status": 409},
         )
-        raise Conflict("This finding has been reviewed already.")
     # Appended now, in this transaction and under the head's lock taken above (not deferred
     # to the commit), so that a second review waiting for the lock sees this one.
     await record_many(

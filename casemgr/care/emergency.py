@@ -114,16 +114,14 @@ async def request_access(ctx: RequestContext, student_id: uuid.UUID, reason: str
             "reason", f"state the reason in at least {MIN_REASON_CHARS} characters"
         )
     if _reaches_already(ctx, student):
-        await audit.record_denial(
-            ctx.session,
+        await ctx.refuse(
             audit.Action.EMERGENCY_GRANT,
-            actor=ctx.actor(decision, student.school_id),
+            Conflict("You reach this student's file already: no emergency access is needed."),
+            decision=decision,
             resource_type="emergency_access",
             student_id=student.id,
             school_id=student.school_id,
-            detail={"status": 409},
         )
-        raise Conflict("You reach this student's file already: no emergency access is needed.")
     now = clock.now()
     grant = EmergencyGrant(
         id=uuid.uuid4(),
@@ -234,16 +232,14 @@ async def review_grant(
     text = clean("note", note, required=False)
     await ctx.session.refresh(grant, with_for_update=True)
     if grant.reviewed_at is not None:
-        await audit.record_denial(
-            ctx.session,
+        await ctx.refuse(
             audit.Action.EMERGENCY_REVIEW,
-            actor=ctx.actor(decision),
+            Conflict("This emergency access has been reviewed already."),
+            decision=decision,
             resource_type="emergency_access",
             resource_id=grant_id,
             purpose=OVERSIGHT,
-            detail={"status": 409},
         )
-        raise Conflict("This emergency access has been reviewed already.")
     cipher = await _system_cipher(ctx)
     grant.reviewed_at = clock.now()
     grant.reviewed_by = ctx.principal.user_id

@@ -140,19 +140,9 @@ async def refuse(
 
     The request's unfinished work is rolled back first (``audit.record_denial``).
     """
-    await audit.record_denial(
-        ctx.session,
-        action,
-        actor=ctx.actor(access.decision, access.school_id),
-        resource_type=resource_type,
-        resource_id=resource_id,
-        student_id=access.id,
-        school_id=access.school_id,
-        emergency=access.emergency,
-        purpose="emergency_access" if access.emergency else None,
-        detail={"status": error.status},
+    await ctx.refuse(
+        action, error, access=access, resource_type=resource_type, resource_id=resource_id
     )
-    raise error
 
 
 class StudentKeys:
